@@ -1,0 +1,46 @@
+# The two commands of the README: `make up` and `make test`. The rest are helpers.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+PYTHON ?= python3
+
+.PHONY: up test lint typecheck unit generated system-deps venv down clean
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $@
+
+venv: $(VENV)/.installed
+
+system-deps:
+	@scripts/install-system-deps
+
+## up: the local stack, the reference estate in the registry, the services and the simulator at
+## full device count, in the foreground; Ctrl-C stops everything.
+up: venv system-deps
+	$(BIN)/estatewatch stack run
+
+## test: lint, type check and the whole test suite against real Mosquitto and influxd.
+test: venv system-deps lint typecheck unit
+
+lint:
+	$(BIN)/ruff check .
+
+typecheck:
+	$(BIN)/mypy
+
+unit:
+	$(BIN)/pytest
+
+## generated: rewrite the generated files (JSON Schemas, reference estate); tests check they are current.
+generated: venv
+	$(PY) -m devices.schemas docs/schemas
+	$(PY) -m devices.reference estates/luedi-south.yaml
+
+down: venv
+	$(BIN)/estatewatch stack down
+
+clean: down
+	rm -rf .run

@@ -1,0 +1,1 @@
+"""Payload models, one module per device type; ``devices.catalog`` ties them together."""

@@ -1,0 +1,69 @@
+"""MQTT topic layout: ``estate/v1/{site}/{device_type}/{device_id}/{channel}``."""
+
+import re
+from dataclasses import dataclass
+
+from devices.types import Channel, DeviceType
+
+ROOT = "estate/v1"
+ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_TYPES = {t.value: t for t in DeviceType}
+_CHANNELS = {c.value: c for c in Channel}
+
+
+class TopicError(ValueError):
+    """A topic that is not a device topic of this protocol; ``reason`` is a short stable code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceTopic:
+    site: str
+    device_type: DeviceType
+    device_id: str
+    channel: Channel
+
+    def __str__(self) -> str:
+        return device_topic(self.site, self.device_type, self.device_id, self.channel)
+
+
+def is_valid_id(value: str) -> bool:
+    return ID_RE.fullmatch(value) is not None
+
+
+def device_topic(site: str, device_type: DeviceType, device_id: str, channel: Channel) -> str:
+    for name, value in (("site", site), ("device_id", device_id)):
+        if not is_valid_id(value):
+            raise TopicError("bad_id", f"{name} {value!r} does not match {ID_RE.pattern}")
+    return f"{ROOT}/{site}/{device_type.value}/{device_id}/{channel.value}"
+
+
+def command_topic(site: str, device_type: DeviceType, device_id: str) -> str:
+    """Where a device listens for commands (voice warnings, resets)."""
+    return f"{ROOT}/{site}/{device_type.value}/{device_id}/command"
+
+
+def subscription(channel: Channel | None = None, site: str = "+") -> str:
+    """A wildcard filter for every device topic, optionally one channel only."""
+    return f"{ROOT}/{site}/+/+/{channel.value if channel else '+'}"
+
+
+def parse_topic(topic: str) -> DeviceTopic:
+    parts = topic.split("/")
+    if len(parts) != 6 or f"{parts[0]}/{parts[1]}" != ROOT:
+        raise TopicError("bad_topic", f"not {ROOT}/site/type/id/channel: {topic[:200]!r}")
+    _, _, site, type_name, device_id, channel_name = parts
+    if not is_valid_id(site):
+        raise TopicError("bad_id", f"site {site[:80]!r} does not match {ID_RE.pattern}")
+    if not is_valid_id(device_id):
+        raise TopicError("bad_id", f"device id {device_id[:80]!r} does not match {ID_RE.pattern}")
+    device_type = _TYPES.get(type_name)
+    if device_type is None:
+        raise TopicError("unknown_type", f"unknown device type {type_name[:80]!r}")
+    channel = _CHANNELS.get(channel_name)
+    if channel is None:
+        raise TopicError("bad_channel", f"unknown channel {channel_name[:80]!r}")
+    return DeviceTopic(site, device_type, device_id, channel)

@@ -1,0 +1,1 @@
+"""The ``estatewatch`` command line."""

@@ -1,0 +1,3 @@
+from estatewatch.cli import main
+
+main()

@@ -1,0 +1,341 @@
+"""``estatewatch``: one command, a subcommand per job."""
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from devices.estate import EstateError, load_estate
+from devices.types import DeviceType
+from estatewatch.options import setting, settings_from
+from sim.behaviours import sample_devices
+from sim.incidents import Incident, IncidentError, IncidentKind
+from stack.procs import StackError
+from store.registry.db import Registry
+from store.settings import parse_mqtt_url
+
+
+def _fail(message: str) -> None:
+    raise click.ClickException(message)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+def main() -> None:
+    """EstateWatch: IoT telemetry for residential estates (MQTT -> InfluxDB, rules, alerts)."""
+    logging.basicConfig(
+        level=os.environ.get("ESTATEWATCH_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    logging.getLogger("gmqtt").setLevel(logging.ERROR)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+# -- registry and devices ----------------------------------------------------------------------
+
+
+@main.group()
+def registry() -> None:
+    """The registry database: the estate and its devices."""
+
+
+@registry.command("init")
+@click.option(
+    "--estate",
+    "estate_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="estate YAML [env ESTATEWATCH_ESTATE_FILE]",
+)
+@setting("db_url")
+def registry_init(estate_file: Path | None, **values: Any) -> None:
+    """Load an estate file into the registry (idempotent: run it again after editing the file)."""
+    settings = settings_from({"estate_file": estate_file, **values})
+    try:
+        estate = load_estate(settings.estate_file)
+    except EstateError as exc:
+        _fail(str(exc))
+
+    async def load() -> None:
+        async with Registry(settings.db_url) as reg:
+            r = await reg.load_estate(estate)
+        click.echo(
+            f"registry {settings.db_url}: site {r.site}: {r.devices_added} devices added, "
+            f"{r.devices_updated} updated, {r.devices_unchanged} unchanged"
+            + (f", {r.devices_kept} not in the file kept" if r.devices_kept else "")
+        )
+
+    asyncio.run(load())
+
+
+@main.group()
+def devices() -> None:
+    """Devices in the registry."""
+
+
+@devices.command("list")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+@click.option("--type", "device_type", type=click.Choice([t.value for t in DeviceType]), default=None)
+@click.option("--site", default=None, help="only this site")
+@setting("db_url")
+def devices_list(as_json: bool, device_type: str | None, site: str | None, **values: Any) -> None:
+    """List devices with their type, site, building, unit and zone."""
+    settings = settings_from(values)
+
+    async def fetch() -> list[dict[str, Any]]:
+        async with Registry(settings.db_url) as reg:
+            found = await reg.devices(site=site, device_type=DeviceType(device_type) if device_type else None)
+        return [d.as_json() for d in found]
+
+    rows = asyncio.run(fetch())
+    if not rows:
+        click.echo("no devices (load an estate with: estatewatch registry init)", err=True)
+    for row in rows:
+        if as_json:
+            click.echo(json.dumps(row, ensure_ascii=False))
+        else:
+            click.echo(
+                f"{row['site']:14} {row['type']:16} {row['id']:24} building={row['building'] or '-':6} "
+                f"unit={row['unit'] or '-':10} zone={row['zone'] or '-'}"
+            )
+
+
+# -- simulator ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--estate",
+    "estate_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="estate YAML [env ESTATEWATCH_ESTATE_FILE]",
+)
+@setting("mqtt_url")
+@click.option(
+    "--rate-scale",
+    type=click.FloatRange(min=0.001),
+    default=1.0,
+    show_default=True,
+    help="multiply every device's reporting and event rate",
+)
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0.001),
+    default=1.0,
+    show_default=True,
+    help="estate seconds per real second (60 plays an hour a minute)",
+)
+@click.option(
+    "--start",
+    "start_iso",
+    default=None,
+    metavar="ISO-TIME",
+    help="estate clock at start, e.g. 2026-12-01T19:00+08:00 (default: now)",
+)
+@click.option("--duration", type=click.FloatRange(min=0), default=None, help="stop after this many real seconds")
+@click.option("--seed", type=int, default=1, show_default=True, help="same seed, same traffic")
+@click.option(
+    "--incident",
+    "incidents",
+    multiple=True,
+    metavar="KIND[:TARGET]",
+    help=f"inject an incident: {', '.join(k.value for k in IncidentKind)}; repeatable",
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="split the devices over this many processes",
+)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="simulate only the first N devices")
+@click.option(
+    "--type",
+    "types",
+    multiple=True,
+    type=click.Choice([t.value for t in DeviceType]),
+    help="simulate only these device types; repeatable",
+)
+@click.option(
+    "--record",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="also write what is sent as JSON lines (the 'rules replay' format)",
+)
+@click.option(
+    "--progress-every",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="seconds between progress lines",
+)
+def simulate(
+    estate_file: Path | None,
+    rate_scale: float,
+    speed: float,
+    start_iso: str | None,
+    duration: float | None,
+    seed: int,
+    incidents: tuple[str, ...],
+    processes: int,
+    limit: int | None,
+    types: tuple[str, ...],
+    record: Path | None,
+    progress_every: float,
+    **values: Any,
+) -> None:
+    """Play every device of an estate against the broker, each as its own MQTT client."""
+    import datetime as dt
+
+    from sim.main import simulate as run
+    from sim.runner import SimOptions
+
+    settings = settings_from({"estate_file": estate_file, **values})
+    try:
+        estate = load_estate(settings.estate_file)
+        parsed = tuple(Incident.parse(i) for i in incidents)
+    except (EstateError, IncidentError) as exc:
+        _fail(str(exc))
+    start_ms = None
+    if start_iso:
+        try:
+            start = dt.datetime.fromisoformat(start_iso)
+        except ValueError:
+            _fail(f"--start {start_iso!r} is not an ISO time like 2026-12-01T19:00+08:00")
+        start_ms = int((start if start.tzinfo else start.replace(tzinfo=estate.site.tz)).timestamp() * 1000)
+    chosen = sample_devices([d for d in estate.devices if not types or d.type.value in types], limit)
+    options = SimOptions(
+        mqtt=parse_mqtt_url(settings.mqtt_url),
+        seed=seed,
+        rate_scale=rate_scale,
+        speed=speed,
+        duration_s=duration,
+        start_ms=start_ms,
+        incidents=parsed,
+        record=record,
+    )
+    click.echo(
+        f"sim: {len(chosen)} devices of {estate.site.id} -> {options.mqtt.url()} "
+        f"in {processes} process(es); Ctrl-C stops",
+        err=True,
+    )
+    try:
+        totals = run(settings.estate_file, chosen, options, processes=processes, every_s=progress_every)
+    except (ConnectionError, IncidentError, RuntimeError) as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        totals = {}
+    click.echo(json.dumps({"simulated": totals}), err=True)
+
+
+# -- broker ------------------------------------------------------------------------------------
+
+
+@main.group()
+def broker() -> None:
+    """Mosquitto set-up for deployments."""
+
+
+@broker.command("init-dynsec")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="dynamic-security JSON file to write")
+@click.option("--keep-existing", is_flag=True, help="do nothing when the file exists (the broker owns it then)")
+def broker_init_dynsec(out: Path, keep_existing: bool) -> None:
+    """Write the broker's first dynamic-security file; passwords from MQTT_<USER>_PASSWORD variables."""
+    from store.dynsec import PLATFORM_USERS, platform_dynsec
+
+    if keep_existing and out.exists():
+        click.echo(f"{out} exists; left as it is")
+        return
+    passwords = {u: os.environ.get(f"MQTT_{u.upper()}_PASSWORD", "") for u in PLATFORM_USERS}
+    missing = [f"MQTT_{u.upper()}_PASSWORD" for u, p in passwords.items() if not p]
+    if missing:
+        _fail(f"set {', '.join(missing)}")
+    platform_dynsec(passwords).write(out)
+    click.echo(f"wrote {out} with users {', '.join(PLATFORM_USERS)}")
+
+
+# -- local stack -------------------------------------------------------------------------------
+
+
+@main.group()
+def stack() -> None:
+    """The local stack: Mosquitto and InfluxDB from Debian packages, data under the run folder."""
+
+
+def _stack(values: dict[str, Any]) -> Any:
+    from stack.local import LocalStack
+
+    return LocalStack(settings_from(values))
+
+
+def _stack_options(f: Any) -> Any:
+    for field in ("run_dir", "influx_database", "influx_url", "mqtt_url"):
+        f = setting(field)(f)
+    return f
+
+
+@stack.command("up")
+@_stack_options
+def stack_up(**values: Any) -> None:
+    """Start Mosquitto and influxd in the background (no-op for what already runs)."""
+    try:
+        for line in _stack(values).up():
+            click.echo(line)
+    except StackError as exc:
+        _fail(str(exc))
+
+
+@stack.command("down")
+@_stack_options
+def stack_down(**values: Any) -> None:
+    """Stop Mosquitto and influxd (data stays in the run folder)."""
+    for line in _stack(values).down():
+        click.echo(line)
+
+
+@stack.command("status")
+@click.option(
+    "--env",
+    "show_env",
+    type=click.Choice(["ingest", "rules", "api", "simulator"]),
+    default=None,
+    help="print the environment that service needs, as shell exports",
+)
+@_stack_options
+def stack_status(show_env: str | None, **values: Any) -> None:
+    """Show what runs where."""
+    local = _stack(values)
+    if show_env:
+        for k, v in local.service_env(show_env).items():
+            click.echo(f"export {k}='{v}'")
+        return
+    for line in local.status():
+        click.echo(line)
+
+
+@stack.command("run")
+@_stack_options
+@setting("db_url")
+@click.option(
+    "--estate",
+    "estate_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="estate YAML [env ESTATEWATCH_ESTATE_FILE]",
+)
+@click.option("--simulate/--no-simulate", default=True, show_default=True, help="also run the simulator")
+@click.option("--sim-args", default="", help="extra flags for the simulator, e.g. '--rate-scale 3'")
+def stack_run(estate_file: Path | None, simulate: bool, sim_args: str, **values: Any) -> None:
+    """Everything in the foreground: stack, registry, services and the simulator; Ctrl-C stops all."""
+    from stack.supervise import run_everything
+
+    settings = settings_from({"estate_file": estate_file, **values})
+    try:
+        code = run_everything(settings, simulate=simulate, sim_args=sim_args.split())
+    except (StackError, EstateError) as exc:
+        _fail(str(exc))
+    sys.exit(code)

@@ -1,0 +1,1 @@
+"""The vendor side: every device of an estate as its own MQTT client, with realistic traffic."""

@@ -1,0 +1,525 @@
+"""What each device type sends, and when: telemetry at its interval, events as a Poisson process.
+
+A behaviour never touches the network: ``telemetry(now)`` and ``events(now)`` return payload objects
+(without ``seq``, which the runner stamps) and delays, so the same code drives the live simulator,
+the load tests and the rules' replay fixtures. All randomness comes from the device's own seeded RNG.
+"""
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from devices.estate import Device, Estate
+from devices.types import Channel, DeviceType
+from sim import rhythm
+
+Obj = dict[str, Any]
+# (delay from now in ms, channel, payload object without seq)
+Emission = tuple[int, Channel, Obj]
+PROVINCE = "苏"
+OFFICE = "C"
+_PLATE_CHARS = "ABCDEFGHJKLMNPQRSTUVWXYZ0123456789"
+
+
+def make_plate(rng: random.Random, new_energy: bool = False) -> str:
+    if new_energy:
+        return PROVINCE + OFFICE + rng.choice("DF") + "".join(rng.choice("0123456789") for _ in range(5))
+    return PROVINCE + OFFICE + "".join(rng.choice(_PLATE_CHARS) for _ in range(5))
+
+
+@dataclass
+class Fleet:
+    """Residents' vehicles, shared by the gates so that every "out" follows an "in"."""
+
+    rng: random.Random
+    plates: list[str]
+    inside: set[str] = field(default_factory=set)
+
+    @classmethod
+    def for_estate(cls, seed: int, size: int = 6000) -> "Fleet":
+        rng = random.Random(seed)
+        plates = sorted({make_plate(rng, new_energy=rng.random() < 0.2) for _ in range(size)})
+        fleet = cls(rng, plates)
+        fleet.inside = {p for p in plates if rng.random() < 0.6}
+        return fleet
+
+
+class Behaviour:
+    device_type: DeviceType
+    base_event_rate_s = 0.0  # events per second at rhythm 1.0
+
+    def __init__(self, device: Device, estate: Estate, rng: random.Random, fleet: Fleet) -> None:
+        self.device = device
+        self.estate = estate
+        self.rng = rng
+        self.fleet = fleet
+        self.tz: ZoneInfo = estate.site.tz
+        self.silent = False
+
+    def hour(self, now_ms: int) -> float:
+        return rhythm.local_hour(now_ms, self.tz)
+
+    def event_rate(self, now_ms: int) -> float:
+        return self.base_event_rate_s
+
+    def telemetry(self, now_ms: int) -> list[Emission]:
+        raise NotImplementedError
+
+    def events(self, now_ms: int) -> list[Emission]:
+        return []
+
+    def jitter(self, value: float, spread: float) -> float:
+        return value + self.rng.uniform(-spread, spread)
+
+
+def _t(obj: Obj, delay_ms: int = 0, channel: Channel = Channel.TELEMETRY) -> Emission:
+    return (delay_ms, channel, obj)
+
+
+def _e(obj: Obj, delay_ms: int = 0) -> Emission:
+    return (delay_ms, Channel.EVENT, obj)
+
+
+class DoorController(Behaviour):
+    device_type = DeviceType.DOOR_CONTROLLER
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        gate = self.device.unit is None
+        # A unit door sees ~100 passages a day; an estate gate thousands.
+        self.base_event_rate_s = (4000 if gate else 100) / 86_400
+        self.uptime_s = self.rng.uniform(0, 30 * 86_400)
+
+    def event_rate(self, now_ms: int) -> float:
+        return self.base_event_rate_s * rhythm.footfall(self.hour(now_ms))
+
+    def telemetry(self, now_ms: int) -> list[Emission]:
+        self.uptime_s += self.device.reporting_interval_s
+        return [
+            _t(
+                {
+                    "ts": now_ms,
+                    "uptime_s": round(self.uptime_s),
+                    "rssi_dbm": round(self.jitter(-60, 5), 1),
+                    "door": "closed",
+                }
+            )
+        ]
+
+    def events(self, now_ms: int) -> list[Emission]:
+        r = self.rng.random()
+        method = self.rng.choices(("card", "face", "qr", "password"), (45, 45, 6, 4))[0]
+        if r < 0.0002:
+            return [
+                _e({"ts": now_ms, "type": "forced_open"}),
+                _e({"ts": now_ms + 20_000, "type": "door_closed"}, 20_000),
+            ]
+        granted = r > 0.03
+        out = [
+            _e(
+                {
+                    "ts": now_ms,
+                    "type": "access",
+                    "method": method,
+                    "granted": granted,
+                    "credential": f"c{self.rng.randrange(10**6):06d}",
+                }
+            )
+        ]
+        if not granted:
+            return out
+        out.append(_e({"ts": now_ms + 300, "type": "door_opened"}, 300))
+        if self.rng.random() < 0.005:
+            out.append(_e({"ts": now_ms + 2_000, "type": "tailgating", "persons": 2}, 2_000))
+        open_ms = 150_000 if self.rng.random() < 0.01 else self.rng.randrange(3_000, 9_000)
+        if open_ms > 120_000:
+            out.append(_e({"ts": now_ms + 120_300, "type": "held_open", "open_s": 120.0}, 120_300))
+        out.append(_e({"ts": now_ms + 300 + open_ms, "type": "door_closed"}, 300 + open_ms))
+        return out
+
+
+class VehicleGate(Behaviour):
+    device_type = DeviceType.VEHICLE_GATE
+    base_event_rate_s = 4500 / 86_400
+
+    def event_rate(self, now_ms: int) -> float:
+        return self.base_event_rate_s * rhythm.footfall(self.hour(now_ms))
+
+    def telemetry(self, now_ms: int) -> list[Emission]:
+        return [_t({"ts": now_ms, "uptime_s": 86_400.0, "barrier": "down", "rssi_dbm": -55.0})]
+
+    def events(self, now_ms: int) -> list[Emission]:
+        confidence = round(self.rng.uniform(0.85, 0.99), 3)
+        if self.rng.random() < 0.02:
+            return [
+                _e(
+                    {
+                        "ts": now_ms,
+                        "type": "plate_read",
+                        "plate": None,
+                        "direction": self.rng.choice(("in", "out")),
+                        "confidence": 0.0,
+                    }
+                )
+            ]
+        plate = self.rng.choice(self.fleet.plates)
+        direction = "out" if plate in self.fleet.inside else "in"
+        (self.fleet.inside.discard if direction == "out" else self.fleet.inside.add)(plate)
+        read = plate
+        if self.rng.random() < 0.01:  # a misread: one character wrong
+            i = self.rng.randrange(2, len(plate))
+            read = plate[:i] + self.rng.choice("0123456789") + plate[i + 1 :]
+        return [
+            _e({"ts": now_ms, "type": "plate_read", "plate": read, "direction": direction, "confidence": confidence})
+        ]
+
+
+@dataclass
+class _Port:
+    state: str = "idle"
+    started_ms: int = 0
+    hours: float = 0.0
+    energy_wh: float = 0.0
+    session: int = 0
+
+
+class EvCharger(Behaviour):
+    """E-bike piles with two ports: constant current, then a taper, then float."""
+
+    device_type = DeviceType.EV_CHARGER
+    PORTS = 2
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.ports = [_Port() for _ in range(self.PORTS)]
+        self.overload_next = False
+
+    def _power(self, port: _Port, now_ms: int) -> float:
+        elapsed_h = (now_ms - port.started_ms) / 3_600_000
+        progress = elapsed_h / port.hours
+        if progress < 0.7:
+            return 220.0
+        if progress < 1.0:
+            return 220.0 * (1 - (progress - 0.7) / 0.3) + 15.0
+        return 8.0
+
+    def telemetry(self, now_ms: int) -> list[Emission]:
+        out: list[Emission] = []
+        interval_h = self.device.reporting_interval_s / 3600
+        plug_p = min(1.0, 0.08 * rhythm.charging(self.hour(now_ms)) * interval_h * 4)
+        for n, port in enumerate(self.ports, start=1):
+            sid = f"{self.device.id}-{n}-{port.session}"
+            if port.state == "idle" and self.rng.random() < plug_p:
+                port.state, port.started_ms, port.energy_wh = "charging", now_ms, 0.0
+                port.hours = self.rng.uniform(3, 8)
+                port.session += 1
+                sid = f"{self.device.id}-{n}-{port.session}"
+                out.append(_e({"ts": now_ms, "type": "session_start", "port": n, "session_id": sid}))
+            elif port.state == "charging" and (now_ms - port.started_ms) / 3_600_000 > port.hours + 0.5:
+                reason = "overload" if self.overload_next else "full"
+                self.overload_next = False
+                out.append(
+                    _e(
+                        {
+                            "ts": now_ms,
+                            "type": "session_stop",
+                            "port": n,
+                            "session_id": sid,
+                            "reason": reason,
+                            "energy_wh": round(port.energy_wh, 1),
+                            "duration_s": round((now_ms - port.started_ms) / 1000, 1),
+                        }
+                    )
+                )
+                port.state = "idle"
+            power = self._power(port, now_ms) if port.state == "charging" else 0.0
+            power = max(0.0, self.jitter(power, 3) if power else 0.0)
+            port.energy_wh += power * interval_h
+            voltage = self.jitter(220, 4)
+            out.append(
+                _t(
+                    {
+                        "ts": now_ms,
+                        "port": n,
+                        "state": port.state,
+                        "voltage_v": round(voltage, 1),
+                        "current_a": round(power / voltage, 3),
+                        "power_w": round(power, 1),
+                        "energy_wh": round(port.energy_wh if port.state == "charging" else 0.0, 1),
+                        "temp_c": round(self.jitter(24 + power / 20, 0.5), 1),
+                    }
+                )
+            )
+        return out
+
+
+class SmokeSensor(Behaviour):
+    device_type = DeviceType.SMOKE_SENSOR
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.battery = self.rng.uniform(60, 100)
+        self.alarm_started_ms: int | None = None
+        self.state = "normal"
+
+    def alarm(self, now_ms: int) -> None:
+        self.alarm_started_ms = now_ms
+
+    def _smoke(self, now_ms: int) -> tuple[float, float]:
+        if self.alarm_started_ms is None:
+            return max(0.0, self.jitter(0.2, 0.15)), self.jitter(21 + 3 * rhythm.daylight(self.hour(now_ms)), 0.3)
+        minutes = (now_ms - self.alarm_started_ms) / 60_000
+        return min(100.0, 4.0 + 6 * minutes), min(120.0, 24 + 4 * minutes)
+
+    def telemetry(self, now_ms: int) -> list[Emission]:
+        self.battery = max(0.0, self.battery - 0.0005)
+        smoke, temp = self._smoke(now_ms)
+        out: list[Emission] = []
+        if self.alarm_started_ms is not None and self.state != "alarm":
+            self.state = "alarm"
+            out.append(
+                _e({"ts": now_ms, "type": "alarm", "smoke_obscuration_pct": round(smoke, 2), "temp_c": round(temp, 1)})
+            )
+        out.append(
+            _t(
+                {
+                    "ts": now_ms,
+                    "state": self.state,
+                    "smoke_obscuration_pct": round(smoke, 2),
+                    "temp_c": round(temp, 1),
+                    "battery_pct": round(self.battery, 2),
+                    "rssi_dbm": round(self.jitter(-85, 6), 1),
+                }
+            )
+        )
+        return out
+
+
+class Camera(Behaviour):
+    device_type = DeviceType.CAMERA
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        zone = next((z for z in self.estate.zones if z.id == self.device.zone), None)
+        self.zone_kind = zone.kind.value if zone else None
+        # Entrance cameras see e-bikes carried in; zone cameras see vehicles stop and plates pass.
+        self.base_event_rate_s = (40 if self.zone_kind else 6) / 86_400
+        self.blocked_by: str | None = None
+
+    def event_rate(self, now_ms: int) -> float:
+        return self.base_event_rate_s * rhythm.footfall(self.hour(now_ms))
+
+    def telemetry(self, now_ms: int) -> list[Emission]:
+        return [_t({"ts": now_ms, "uptime_s": 86_400.0, "fps": round(self.jitter(25, 0.5), 1), "stream_ok": True})]
+
+    def events(self, now_ms: int) -> list[Emission]:
+        conf = round(self.rng.uniform(0.8, 0.98), 3)
+        if self.zone_kind is None:
+            where = "lift" if self.rng.random() < 0.4 else "entrance"
+            return [_e({"ts": now_ms, "type": "ebike_detected", "location": where, "confidence": conf})]
+        plate = self.rng.choice(self.fleet.plates)
+        if self.zone_kind == "parking":
+            return [
+                _e(
+                    {
+                        "ts": now_ms,
+                        "type": "plate_sighting",
+                        "plate": plate,
+                        "confidence": conf,
+                        "zone": self.device.zone,
+                    }
+                )
+            ]
+        if self.blocked_by is not None:
+            return []
+        # A delivery stop in a fire lane: in and out within minutes.
+        stop_ms = self.rng.randrange(60_000, 240_000)
+        return [
+            _e(
+                {
+                    "ts": now_ms,
+                    "type": "zone_occupied",
+                    "zone": self.device.zone,
+                    "object_kind": "car",
+                    "plate": plate,
+                    "confidence": conf,
+                }
+            ),
+            _e({"ts": now_ms + stop_ms, "type": "zone_cleared", "zone": self.device.zone}, stop_ms),
+        ]
+
+
+class PowerMeter(Behaviour):
+    """A stairwell corridor circuit: lights at night, a little standby by day."""
+
+    device_type = DeviceType.POWER_METER
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.energy_wh = self.rng.uniform(1e5, 1e6)
+        self.extra: list[tuple[int, float]] = []  # (start ms, hours) of injected chargers
+
+    def add_charger(self, start_ms: int, hours: float) -> None:
+        self.extra.append((start_ms, hours))
+
+    def _charger_w(self, now_ms: int) -> float:
+        total = 0.0
+        for start, hours in self.extra:
+            if now_ms < start:
+                continue
+            progress = (now_ms - start) / 3_600_000 / hours
+            if progress < 0.6:
+                total += 240.0
+            elif progress < 1.0:
+                total += 240.0 * (1 - (progress - 0.6) / 0.4) + 10.0
+        return total
+
+    def telemetry(self, now_ms: int) -> list[Emission]:
+        hour = self.hour(now_ms)
+        base = 8.0 if rhythm.daylight(hour) > 0.2 else 28.0
+        power = max(0.0, self.jitter(base, 2.0)) + self._charger_w(now_ms)
+        voltage = self.jitter(221, 3)
+        self.energy_wh += power * self.device.reporting_interval_s / 3600
+        return [
+            _t(
+                {
+                    "ts": now_ms,
+                    "power_w": round(power, 1),
+                    "voltage_v": round(voltage, 1),
+                    "current_a": round(power / voltage, 3),
+                    "energy_wh": round(self.energy_wh, 1),
+                    "power_factor": 0.95,
+                }
+            )
+        ]
+
+
+class SpaceSensor(Behaviour):
+    device_type = DeviceType.SPACE_SENSOR
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        zone = next(z for z in self.estate.zones if z.id == self.device.zone) if self.device.zone else None
+        self.fire_lane = zone is not None and zone.kind.value == "fire_lane"
+        self.occupied = not self.fire_lane and self.rng.random() < 0.8
+        self.battery = self.rng.uniform(50, 100)
+        self.blocked_until_ms = 0
+        self.base_event_rate_s = (6 if self.fire_lane else 3) / 86_400
+
+    def block(self, until_ms: int) -> None:
+        self.blocked_until_ms = until_ms
+
+    def telemetry(self, now_ms: int) -> list[Emission]:
+        out: list[Emission] = []
+        if self.fire_lane:
+            should = now_ms < self.blocked_until_ms
+            if should != self.occupied:
+                self.occupied = should
+                out.append(_e({"ts": now_ms, "type": "occupied" if should else "freed"}))
+        self.battery = max(0.0, self.battery - 0.0002)
+        out.append(
+            _t(
+                {
+                    "ts": now_ms,
+                    "occupied": self.occupied,
+                    "battery_pct": round(self.battery, 2),
+                    "rssi_dbm": round(self.jitter(-90, 5), 1),
+                }
+            )
+        )
+        return out
+
+    def events(self, now_ms: int) -> list[Emission]:
+        if now_ms < self.blocked_until_ms:
+            return []
+        if self.fire_lane:
+            stop_ms = self.rng.randrange(60_000, 240_000)
+            return [_e({"ts": now_ms, "type": "occupied"}), _e({"ts": now_ms + stop_ms, "type": "freed"}, stop_ms)]
+        self.occupied = not self.occupied
+        return [_e({"ts": now_ms, "type": "occupied" if self.occupied else "freed"})]
+
+
+class Radio(Behaviour):
+    """A patrol radio walking a loop of buildings at walking pace."""
+
+    device_type = DeviceType.RADIO
+    base_event_rate_s = 30 / 86_400
+    SPEED_M_S = 1.2
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        stops = self.rng.sample(self.estate.buildings, k=min(8, len(self.estate.buildings)))
+        self.route = [(b.lat, b.lon) for b in stops]
+        self.battery = self.rng.uniform(70, 100)
+        self.offset_m = self.rng.uniform(0, 1000)
+        self.sos_at_ms: int | None = None
+
+    def position(self, now_ms: int) -> tuple[float, float]:
+        legs = [(a, b, _metres(a, b)) for a, b in zip(self.route, self.route[1:] + self.route[:1], strict=True)]
+        loop = sum(d for _, _, d in legs) or 1.0
+        along = (now_ms / 1000 * self.SPEED_M_S + self.offset_m) % loop
+        for a, b, d in legs:
+            if along <= d and d > 0:
+                f = along / d
+                return a[0] + (b[0] - a[0]) * f, a[1] + (b[1] - a[1]) * f
+            along -= d
+        return self.route[0]
+
+    def telemetry(self, now_ms: int) -> list[Emission]:
+        self.battery = max(5.0, self.battery - 0.01)
+        lat, lon = self.position(now_ms)
+        out: list[Emission] = [
+            _t(
+                {
+                    "ts": now_ms,
+                    "lat": round(lat, 6),
+                    "lon": round(lon, 6),
+                    "accuracy_m": round(self.rng.uniform(3, 12), 1),
+                    "speed_m_s": self.SPEED_M_S,
+                    "battery_pct": round(self.battery, 2),
+                }
+            )
+        ]
+        if self.sos_at_ms is not None and now_ms >= self.sos_at_ms:
+            out.append(_e({"ts": now_ms, "type": "sos", "lat": round(lat, 6), "lon": round(lon, 6)}))
+            self.sos_at_ms = None
+        return out
+
+    def events(self, now_ms: int) -> list[Emission]:
+        return [_e({"ts": now_ms, "type": "ptt", "talk_s": round(self.rng.uniform(1, 20), 1), "channel": 1})]
+
+
+def _metres(a: tuple[float, float], b: tuple[float, float]) -> float:
+    dlat = (b[0] - a[0]) * 111_320
+    dlon = (b[1] - a[1]) * 111_320 * math.cos(math.radians(a[0]))
+    return math.hypot(dlat, dlon)
+
+
+BEHAVIOURS: dict[DeviceType, type[Behaviour]] = {
+    b.device_type: b
+    for b in (DoorController, VehicleGate, EvCharger, SmokeSensor, Camera, PowerMeter, SpaceSensor, Radio)
+}
+
+
+def sample_devices(devices: list[Device], limit: int | None) -> list[Device]:
+    """At most ``limit`` devices, taken round-robin over the types so a small run still has every type."""
+    if limit is None or limit >= len(devices):
+        return devices
+    by_type: dict[DeviceType, list[Device]] = {}
+    for d in devices:
+        by_type.setdefault(d.type, []).append(d)
+    queues = [iter(v) for v in by_type.values()]
+    chosen: list[Device] = []
+    while len(chosen) < limit:
+        for q in queues:
+            taken = next(q, None)
+            if taken is not None and len(chosen) < limit:
+                chosen.append(taken)
+    return chosen
+
+
+def behaviour_for(device: Device, estate: Estate, seed: int, fleet: Fleet) -> Behaviour:
+    rng = random.Random(f"{seed}:{device.id}")
+    return BEHAVIOURS[device.type](device, estate, rng, fleet)

@@ -1,0 +1,112 @@
+"""``make up``: the whole platform in the foreground, stopped cleanly with Ctrl-C."""
+
+import contextlib
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from stack.local import LocalStack
+from store.settings import Settings
+
+# Platform services in start order: (name, broker user, module that must exist, extra args).
+SERVICES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
+    ("ingest", "ingest", "ingest.service", ()),
+    ("rules", "rules", "rules.service", ()),
+    ("api", "api", "api.app", ()),
+)
+STOP_DEADLINE_S = 30.0
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+def _start(name: str, args: list[str], env: dict[str, str], logs: Path, echo: bool = False) -> Child:
+    log = logs / f"{name}.log"
+    out = None if echo else log.open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "estatewatch", *args],
+        env={**os.environ, **env},
+        stdout=out,
+        stderr=subprocess.STDOUT if out else None,
+        start_new_session=True,
+    )
+    return Child(name, proc, log)
+
+
+def _stop(children: list[Child]) -> None:
+    for child in reversed(children):
+        if child.proc.poll() is None:
+            child.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_DEADLINE_S
+    for child in reversed(children):
+        try:
+            child.proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.proc.kill()
+            child.proc.wait()
+        print(f"stopped {child.name} (exit {child.proc.returncode})", flush=True)
+
+
+def run_everything(settings: Settings, *, simulate: bool, sim_args: list[str]) -> int:
+    local = LocalStack(settings)
+    for line in local.up():
+        print(line, flush=True)
+    logs = local.root / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    children: list[Child] = []
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        init = subprocess.run(
+            [sys.executable, "-m", "estatewatch", "registry", "init"],
+            env={**os.environ, **local.service_env("api")},
+            check=False,
+        )
+        if init.returncode != 0:
+            return init.returncode
+        for name, user, module, args in SERVICES:
+            if importlib.util.find_spec(module.split(".")[0]) is None:
+                continue
+            children.append(_start(name, [name, *args], local.service_env(user), logs))
+            print(f"{name:10} pid {children[-1].proc.pid:<7} started (log {children[-1].log})", flush=True)
+        if simulate:
+            children.append(
+                _start("simulator", ["simulate", *sim_args], local.service_env("simulator"), logs, echo=True)
+            )
+        print(
+            f"\nmosquitto  {settings.mqtt.host}:{settings.mqtt.port}   credentials: {local.credentials_file}"
+            f"\ninfluxdb   {settings.influx_url}   database: {settings.influx_database}"
+            f"\nregistry   {settings.db_url}"
+            f"\nservice environment: estatewatch stack status --env ingest"
+            f"\nCtrl-C stops everything.\n",
+            flush=True,
+        )
+        while True:
+            for child in children:
+                code = child.proc.poll()
+                if code is not None:
+                    where = "" if child.name == "simulator" else f"; see {child.log}"
+                    print(f"{child.name} exited with {code}{where}", flush=True)
+                    return code
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("\nstopping...", flush=True)
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        with contextlib.suppress(KeyboardInterrupt):
+            _stop(children)
+            for line in local.down():
+                print(line, flush=True)

@@ -1,0 +1,1 @@
+"""Shared plumbing: settings, the registry database, the InfluxDB client, MQTT connection details."""

@@ -1,0 +1,180 @@
+"""The registry as an async context manager: ``async with Registry(url) as reg: ...``."""
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from devices.estate import Estate
+from devices.types import DeviceType
+from store.registry.schema import Base, BuildingRow, DeviceRow, GridRow, SiteRow, UnitRow, ZoneRow
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """A device as services see it: where it is and who is responsible for it."""
+
+    site: str
+    id: str
+    type: DeviceType
+    building: str | None
+    unit: str | None
+    floor: int | None
+    zone: str | None
+    grid: str | None
+    interval_s: int
+    enabled: bool
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadReport:
+    site: str
+    devices_added: int
+    devices_updated: int
+    devices_unchanged: int
+    devices_kept: int  # in the registry but not in the file (e.g. provisioned through the API)
+
+
+def _sqlite_dir(url: str) -> None:
+    prefix = "sqlite+aiosqlite:///"
+    if url.startswith(prefix) and url[len(prefix) :] not in ("", ":memory:"):
+        Path(url[len(prefix) :]).parent.mkdir(parents=True, exist_ok=True)
+
+
+class Registry:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: AsyncEngine | None = None
+        self._sessions: async_sessionmaker[AsyncSession] | None = None
+
+    async def __aenter__(self) -> Self:
+        _sqlite_dir(self.url)
+        self._engine = create_async_engine(self.url)
+        async with self._engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+        self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+
+    def session(self) -> AsyncSession:
+        if self._sessions is None:
+            raise RuntimeError("Registry used outside 'async with'")
+        return self._sessions()
+
+    async def load_estate(self, estate: Estate) -> LoadReport:
+        """Replace the site's structure with the file's and upsert its devices, in one transaction."""
+        site = estate.site
+        async with self.session() as s, s.begin():
+            for table in (GridRow, BuildingRow, UnitRow, ZoneRow):
+                await s.execute(delete(table).where(table.site_id == site.id))
+            await s.merge(
+                SiteRow(
+                    id=site.id,
+                    name=site.name,
+                    timezone=site.timezone,
+                    lat=site.lat,
+                    lon=site.lon,
+                    contacts=[c.model_dump() for c in estate.contacts],
+                )
+            )
+            s.add_all(
+                GridRow(
+                    site_id=site.id,
+                    id=g.id,
+                    name=g.name,
+                    workers=[w.model_dump(mode="json") for w in g.workers],
+                    roster=[r.model_dump(mode="json") for r in g.roster],
+                )
+                for g in estate.grids
+            )
+            s.add_all(
+                BuildingRow(
+                    site_id=site.id, id=b.id, name=b.name, grid_id=b.grid, floors=b.floors, lat=b.lat, lon=b.lon
+                )
+                for b in estate.buildings
+            )
+            s.add_all(
+                UnitRow(site_id=site.id, id=u.id, building_id=b.id, households=u.households)
+                for b in estate.buildings
+                for u in b.units
+            )
+            s.add_all(
+                ZoneRow(
+                    site_id=site.id,
+                    id=z.id,
+                    name=z.name,
+                    kind=z.kind.value,
+                    grid_id=z.grid,
+                    building_id=z.building,
+                    capacity=z.capacity,
+                    underground=z.underground,
+                )
+                for z in estate.zones
+            )
+            existing = {
+                row.id: row for row in (await s.scalars(select(DeviceRow).where(DeviceRow.site_id == site.id))).all()
+            }
+            added = updated = unchanged = 0
+            for d in estate.devices:
+                values = {
+                    "type": d.type.value,
+                    "building_id": d.building,
+                    "unit_id": d.unit,
+                    "floor": d.floor,
+                    "zone_id": d.zone,
+                    "interval_s": d.reporting_interval_s,
+                    "vendor": d.vendor,
+                    "label": d.label,
+                }
+                row = existing.pop(d.id, None)
+                if row is None:
+                    s.add(DeviceRow(site_id=site.id, id=d.id, enabled=True, **values))
+                    added += 1
+                elif any(getattr(row, k) != v for k, v in values.items()):
+                    for k, v in values.items():
+                        setattr(row, k, v)
+                    updated += 1
+                else:
+                    unchanged += 1
+        return LoadReport(site.id, added, updated, unchanged, len(existing))
+
+    async def devices(self, *, site: str | None = None, device_type: DeviceType | None = None) -> list[DeviceInfo]:
+        async with self.session() as s:
+            query = select(DeviceRow).order_by(DeviceRow.site_id, DeviceRow.type, DeviceRow.id)
+            if site is not None:
+                query = query.where(DeviceRow.site_id == site)
+            if device_type is not None:
+                query = query.where(DeviceRow.type == device_type.value)
+            rows = (await s.scalars(query)).all()
+            building_grid = {(b.site_id, b.id): b.grid_id for b in (await s.scalars(select(BuildingRow))).all()}
+            zone_grid = {(z.site_id, z.id): z.grid_id for z in (await s.scalars(select(ZoneRow))).all()}
+        return [
+            DeviceInfo(
+                site=r.site_id,
+                id=r.id,
+                type=DeviceType(r.type),
+                building=r.building_id,
+                unit=r.unit_id,
+                floor=r.floor,
+                zone=r.zone_id,
+                grid=zone_grid.get((r.site_id, r.zone_id or "")) or building_grid.get((r.site_id, r.building_id or "")),
+                interval_s=r.interval_s,
+                enabled=r.enabled,
+            )
+            for r in rows
+        ]
+
+    async def device_index(self) -> dict[tuple[str, DeviceType, str], DeviceInfo]:
+        """Every device by (site, type, id): what ingest and rules look messages up in."""
+        return {(d.site, d.type, d.id): d for d in await self.devices()}

@@ -1,0 +1,94 @@
+"""``estatewatch stack up|status|down`` with real Mosquitto and influxd, in a temp run folder."""
+
+import json
+import os
+import subprocess
+import sys
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from stack.procs import free_port
+
+
+def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "estatewatch", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture
+def stack_env(tmp_path: Path) -> dict[str, str]:
+    env = {
+        "ESTATEWATCH_RUN_DIR": str(tmp_path / "run"),
+        "ESTATEWATCH_MQTT_URL": f"mqtt://127.0.0.1:{free_port()}",
+        "ESTATEWATCH_INFLUX_URL": f"http://127.0.0.1:{free_port()}",
+        "ESTATEWATCH_INFLUX_DATABASE": "stacktest",
+    }
+    yield env
+    cli("stack", "down", env=env)
+
+
+def test_up_status_down(stack_env: dict[str, str]) -> None:
+    up = cli("stack", "up", env=stack_env)
+    assert up.returncode == 0, up.stderr
+    assert "mosquitto" in up.stdout and "started" in up.stdout
+    again = cli("stack", "up", env=stack_env)
+    assert again.stdout.count("already running") == 2
+
+    status = cli("stack", "status", env=stack_env)
+    assert status.stdout.count("running, pid") == 2 and status.stdout.count(" listening") == 2
+
+    influx = stack_env["ESTATEWATCH_INFLUX_URL"]
+    with urllib.request.urlopen(f"{influx}/query?" + urllib.parse.urlencode({"q": "SHOW DATABASES"})) as r:
+        assert ["stacktest"] in json.load(r)["results"][0]["series"][0]["values"]
+
+    # The broker refuses anonymous clients and accepts the stack's service users.
+    env_lines = cli("stack", "status", "--env", "ingest", env=stack_env).stdout
+    url = next(line.split("=", 1)[1].strip("'") for line in env_lines.splitlines() if "MQTT_URL" in line)
+    parts = urllib.parse.urlsplit(url)
+    assert connect(parts.port or 0, parts.username, urllib.parse.unquote(parts.password or "")) == 0
+    assert connect(parts.port or 0, None, None) != 0
+    creds = Path(stack_env["ESTATEWATCH_RUN_DIR"]) / "credentials.json"
+    assert oct(creds.stat().st_mode & 0o777) == "0o600"
+
+    down = cli("stack", "down", env=stack_env)
+    assert down.stdout.count("stopped") == 2
+    assert cli("stack", "status", env=stack_env).stdout.count("stopped") == 2
+
+
+def connect(port: int, user: str | None, password: str | None) -> int:
+    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    if user:
+        client.username_pw_set(user, password)
+    try:
+        client.connect("127.0.0.1", port)
+        rc = client.loop(timeout=2)
+        for _ in range(20):
+            if client.is_connected():
+                return 0
+            rc = client.loop(timeout=0.2)
+        return rc or 1
+    finally:
+        client.disconnect()
+
+
+def test_a_taken_port_is_a_clear_error(stack_env: dict[str, str]) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        env = {**stack_env, "ESTATEWATCH_MQTT_URL": f"mqtt://127.0.0.1:{s.getsockname()[1]}"}
+        result = cli("stack", "up", env=env)
+    assert result.returncode == 1
+    assert "is taken by another program" in result.stderr
