@@ -9,6 +9,7 @@ COPY devices ./devices
 COPY store ./store
 COPY stack ./stack
 COPY sim ./sim
+COPY ingest ./ingest
 COPY estatewatch ./estatewatch
 COPY estates ./estates
 RUN pip install ".[postgres]" && useradd --system --uid 10001 --home /app estatewatch \

@@ -1,9 +1,11 @@
 """``estatewatch``: one command, a subcommand per job."""
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,12 +14,14 @@ import click
 
 from devices.estate import EstateError, load_estate
 from devices.types import DeviceType
-from estatewatch.options import setting, settings_from
+from estatewatch.options import all_settings, setting, settings_from
+from ingest.config import IngestSettings
 from sim.behaviours import sample_devices
 from sim.incidents import Incident, IncidentError, IncidentKind
 from stack.procs import StackError
+from store.logs import setup_logging
 from store.registry.db import Registry
-from store.settings import parse_mqtt_url
+from store.settings import Settings, parse_mqtt_url
 
 
 def _fail(message: str) -> None:
@@ -53,7 +57,7 @@ def registry() -> None:
 @setting("db_url")
 def registry_init(estate_file: Path | None, **values: Any) -> None:
     """Load an estate file into the registry (idempotent: run it again after editing the file)."""
-    settings = settings_from({"estate_file": estate_file, **values})
+    settings = settings_from({"estate_file": estate_file, **values}, Settings)
     try:
         estate = load_estate(settings.estate_file)
     except EstateError as exc:
@@ -83,7 +87,7 @@ def devices() -> None:
 @setting("db_url")
 def devices_list(as_json: bool, device_type: str | None, site: str | None, **values: Any) -> None:
     """List devices with their type, site, building, unit and zone."""
-    settings = settings_from(values)
+    settings = settings_from(values, Settings)
 
     async def fetch() -> list[dict[str, Any]]:
         async with Registry(settings.db_url) as reg:
@@ -194,7 +198,7 @@ def simulate(
     from sim.main import simulate as run
     from sim.runner import SimOptions
 
-    settings = settings_from({"estate_file": estate_file, **values})
+    settings = settings_from({"estate_file": estate_file, **values}, Settings)
     try:
         estate = load_estate(settings.estate_file)
         parsed = tuple(Incident.parse(i) for i in incidents)
@@ -230,6 +234,57 @@ def simulate(
     except KeyboardInterrupt:
         totals = {}
     click.echo(json.dumps({"simulated": totals}), err=True)
+
+
+# -- services ----------------------------------------------------------------------------------
+
+
+def _run_service(coro: Any) -> None:
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(coro)
+
+
+@main.command()
+@all_settings(IngestSettings)
+def ingest(**values: Any) -> None:
+    """MQTT -> InfluxDB: every accepted reading stored once; SIGTERM drains, then exits."""
+    from ingest.service import IngestService
+
+    settings = settings_from(values, IngestSettings)
+    setup_logging(settings.log_level, settings.log_format)
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        async with IngestService(settings) as svc:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, svc.stop)
+            logging.getLogger("estatewatch.ingest").info(
+                "ingest running",
+                extra={
+                    "broker": settings.mqtt.url(),
+                    "influx": settings.influx_url,
+                    "metrics_port": settings.ingest_metrics_port,
+                },
+            )
+            await svc.wait()
+
+    _run_service(serve())
+
+
+@main.command()
+@click.argument("url", default="http://127.0.0.1:9102/healthz")
+@click.option("--timeout", type=float, default=5.0, show_default=True)
+def health(url: str, timeout: float) -> None:
+    """Exit 0 when a service's /healthz answers 200 (for container healthchecks)."""
+    import httpx
+
+    try:
+        response = httpx.get(url, timeout=timeout)
+    except httpx.HTTPError as exc:
+        _fail(f"{url}: {exc}")
+    click.echo(response.text.strip())
+    if response.status_code != 200:
+        sys.exit(1)
 
 
 # -- broker ------------------------------------------------------------------------------------
@@ -269,7 +324,7 @@ def stack() -> None:
 def _stack(values: dict[str, Any]) -> Any:
     from stack.local import LocalStack
 
-    return LocalStack(settings_from(values))
+    return LocalStack(settings_from(values, Settings))
 
 
 def _stack_options(f: Any) -> Any:
@@ -333,7 +388,7 @@ def stack_run(estate_file: Path | None, simulate: bool, sim_args: str, **values:
     """Everything in the foreground: stack, registry, services and the simulator; Ctrl-C stops all."""
     from stack.supervise import run_everything
 
-    settings = settings_from({"estate_file": estate_file, **values})
+    settings = settings_from({"estate_file": estate_file, **values}, Settings)
     try:
         code = run_everything(settings, simulate=simulate, sim_args=sim_args.split())
     except (StackError, EstateError) as exc:

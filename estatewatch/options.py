@@ -8,22 +8,36 @@ import click
 from store.settings import ENV_PREFIX, Settings, SettingsError, flag_for, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
+S = TypeVar("S", bound=Settings)
 
 
-def setting(field: str) -> Callable[[F], F]:
-    info = Settings.model_fields[field]
+def setting(field: str, model: type[Settings] = Settings) -> Callable[[F], F]:
+    info = model.model_fields[field]
+    default = "computed" if info.default_factory is not None else info.default
     return click.option(
         flag_for(field),
         field,
         default=None,
         metavar="VALUE",
-        help=f"{info.description} [env {ENV_PREFIX}{field.upper()}; default {info.default}]",
+        help=f"{info.description} [env {ENV_PREFIX}{field.upper()}; default {default}]",
     )
 
 
-def settings_from(values: dict[str, Any]) -> Settings:
-    fields = {k: values.pop(k) for k in list(values) if k in Settings.model_fields}
+def all_settings(model: type[Settings]) -> Callable[[F], F]:
+    """A flag for every field of ``model``."""
+
+    def apply(f: F) -> F:
+        for field in reversed(list(model.model_fields)):
+            f = setting(field, model)(f)
+        return f
+
+    return apply
+
+
+def settings_from(values: dict[str, Any], model: type[S]) -> S:
+    """The settings in ``values`` (flags; None = not given) over the environment; removes them from ``values``."""
+    fields = {k: values.pop(k) for k in list(values) if k in model.model_fields}
     try:
-        return load_settings(**fields)
+        return load_settings(model, **fields)
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None

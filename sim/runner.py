@@ -13,6 +13,7 @@ import json
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,8 @@ from store.settings import MqttTarget
 log = logging.getLogger("estatewatch.sim")
 # Brokers and devices alike: a session survives a 10-minute outage.
 SESSION_EXPIRY_S = 600
+# Readings a device holds while it cannot publish (about a day of a radio's, at 10 s).
+BACKLOG_MAX = 10_000
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class Stats:
     readings: int = 0
     acked: int = 0
     reconnects: int = 0
+    dropped: int = 0  # device backlog overflowed (BACKLOG_MAX)
     by_channel: dict[str, int] = field(default_factory=dict)
 
     def snapshot(self) -> dict[str, Any]:
@@ -69,6 +73,7 @@ class Stats:
             "statuses": self.statuses,
             "readings": self.readings,
             "acked": self.acked,
+            "dropped": self.dropped,
             "reconnects": self.reconnects,
         }
 
@@ -79,20 +84,27 @@ class _AckCounter(PersistentStorage):  # type: ignore[misc]
     def __init__(self, stats: Stats) -> None:
         super().__init__()
         self._stats = stats
+        self.on_ack: Callable[[], None] = lambda: None
 
     def remove_message_by_mid(self, mid: int) -> None:
         if mid in self._messages:
             self._stats.acked += 1
+            self.on_ack()
         super().remove_message_by_mid(mid)
 
 
 class SimulatedDevice:
-    def __init__(self, behaviour: Behaviour, site: str, client: Any, stats: Stats) -> None:
+    def __init__(self, behaviour: Behaviour, site: str, client: Any, stats: Stats, session_ts: int) -> None:
+        self.session_ts = session_ts
         self.behaviour = behaviour
         self.device = behaviour.device
         self.client = client
         self.stats = stats
         self.seq = 0
+        self.backlog: deque[tuple[str, bytes, bool]] = deque()
+        loop = asyncio.get_running_loop()
+        # After the ack is processed, not inside gmqtt's PUBACK handling.
+        client._persistent_storage.on_ack = lambda: loop.call_soon(self.drain_backlog) if self.backlog else None
         self.ever_connected = False
         self.topics = {ch: device_topic(site, self.device.type, self.device.id, ch) for ch in Channel}
 
@@ -105,12 +117,38 @@ class SimulatedDevice:
             obj["seq"] = self.seq
         payload: Any = objs[0] if len(objs) == 1 else objs
         raw = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-        self.client.publish(self.topics[channel], raw.encode(), qos=1)
+        self.send(self.topics[channel], raw.encode())
         self.stats.messages += 1
         self.stats.readings += len(objs)
         self.stats.by_channel[channel.value] = self.stats.by_channel.get(channel.value, 0) + 1
         if recorder is not None:
             recorder.write(json.dumps({"topic": self.topics[channel], "payload": payload}, ensure_ascii=False) + "\n")
+
+    def send(self, topic: str, raw: bytes, retain: bool = False) -> None:
+        """Publish at QoS 1, or queue on the device while the broker's receive window is full.
+
+        gmqtt numbers in-flight messages up to the broker's Receive Maximum and raises when out of
+        ids (during an outage, say); like a real device, this one keeps a local backlog instead.
+        """
+        if not self.backlog:
+            try:
+                self.client.publish(topic, raw, qos=1, retain=retain)
+                return
+            except OverflowError:
+                pass
+        if len(self.backlog) >= BACKLOG_MAX:
+            self.backlog.popleft()
+            self.stats.dropped += 1
+        self.backlog.append((topic, raw, retain))
+
+    def drain_backlog(self) -> None:
+        while self.backlog:
+            topic, raw, retain = self.backlog[0]
+            try:
+                self.client.publish(topic, raw, qos=1, retain=retain)
+            except OverflowError:
+                return
+            self.backlog.popleft()
 
 
 _TELEMETRY, _EVENT, _DEFERRED = 0, 1, 2
@@ -149,7 +187,11 @@ class Simulator:
             self._recorder = self.options.record.open("w", encoding="utf-8")
         for device in self._wanted:
             behaviour = behaviour_for(device, self.estate, self.options.seed, fleet)
-            self._devices.append(SimulatedDevice(behaviour, self.estate.site.id, self._client_for(device), self.stats))
+            # Online and offline (the will) carry the session's start time: the same point in InfluxDB,
+            # so whichever the broker delivers last is the device's state.
+            session_ts = int(time.time() * 1000)
+            client = self._client_for(device, session_ts)
+            self._devices.append(SimulatedDevice(behaviour, self.estate.site.id, client, self.stats, session_ts))
         self.stats.devices = len(self._devices)
         try:
             await self._connect_all()
@@ -172,11 +214,11 @@ class Simulator:
         """The last ``seq`` each device used (0: nothing sent yet)."""
         return {d.device.id: d.seq for d in self._devices}
 
-    def _client_for(self, device: Device) -> Any:
+    def _client_for(self, device: Device, session_ts: int) -> Any:
         site = self.estate.site.id
         will = gmqtt.Message(
             device_topic(site, device.type, device.id, Channel.STATUS),
-            json.dumps({"state": "offline", "ts": int(time.time() * 1000)}),
+            json.dumps({"state": "offline", "ts": session_ts}),
             qos=1,
             retain=True,
         )
@@ -211,10 +253,9 @@ class Simulator:
             if dev.ever_connected:
                 self.stats.reconnects += 1
             dev.ever_connected = True
-            client.publish(
-                dev.topics[Channel.STATUS], dev.status("online", int(time.time() * 1000)), qos=1, retain=True
-            )
+            dev.send(dev.topics[Channel.STATUS], dev.status("online", dev.session_ts), retain=True)
             self.stats.statuses += 1
+            asyncio.get_running_loop().call_soon(dev.drain_backlog)
 
         def disconnected(client: Any, packet: Any, exc: Any = None) -> None:
             self.stats.connected = max(0, self.stats.connected - 1)
@@ -242,9 +283,11 @@ class Simulator:
         """Wait (bounded) for outstanding PUBACKs, then leave with the will: devices go offline."""
         live = [d for d in self._devices if d.ever_connected]
         if flush_s > 0:
-            waits = [d.client._persistent_storage.wait_empty() for d in live]
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*waits), flush_s)
+            deadline = time.monotonic() + flush_s
+            while time.monotonic() < deadline and any(  # noqa: ASYNC110 - polling beats one event per client
+                d.backlog or not d.client._persistent_storage.is_empty for d in live
+            ):
+                await asyncio.sleep(0.05)
         # Reason code 0x04 ("disconnect with will message") publishes each device's retained offline.
         results = await asyncio.gather(*(d.client.disconnect(reason_code=4) for d in live), return_exceptions=True)
         for r in results:

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from pydantic import AfterValidator, Field, ValidationError
@@ -89,6 +89,7 @@ class Settings(BaseSettings):
     estate_file: Path = Field(Path("estates/luedi-south.yaml"), description="the estate YAML file")
     run_dir: Path = Field(Path(".run"), description="local stack: config, data, logs and pid files")
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="log level")
+    log_format: str = Field("json", pattern=r"^(json|text)$", description="service logs: json lines or text")
 
     @property
     def mqtt(self) -> MqttTarget:
@@ -99,11 +100,14 @@ def flag_for(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
-def load_settings(**overrides: Any) -> Settings:
+S = TypeVar("S", bound="Settings")
+
+
+def load_settings(model: type[S], **overrides: Any) -> S:
     """Settings from the environment, with CLI flags (``None`` = not given) taking precedence."""
     given = {k: v for k, v in overrides.items() if v is not None}
     try:
-        return Settings(**given)
+        return model(**given)
     except ValidationError as exc:
         lines = []
         for err in exc.errors(include_url=False):

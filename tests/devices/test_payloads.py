@@ -53,7 +53,7 @@ def test_non_finite_numbers_are_rejected(raw: bytes) -> None:
 
 
 def test_huge_integer_and_deep_nesting_are_rejected_not_raised() -> None:
-    assert reason(b'{"ts": ' + b"9" * 4300 + b', "seq": 1}') in ("bad_json", "schema")
+    assert reason(b'{"ts": ' + b"9" * 4300 + b', "seq": 1}') == "schema"
     assert reason(b"[" * 100_000 + b"]" * 100_000) == "bad_json"
     assert reason(b'{"ts": 1764590400000, "seq": 1, "x": ' + b"[" * 5000 + b"]" * 5000 + b"}") == "bad_json"
 

@@ -1,12 +1,12 @@
 import pytest
 
-from store.settings import SettingsError, load_settings, parse_mqtt_url
+from store.settings import Settings, SettingsError, load_settings, parse_mqtt_url
 
 
 def test_defaults_point_at_the_local_stack(monkeypatch: pytest.MonkeyPatch) -> None:
     for k in ("MQTT_URL", "INFLUX_URL", "INFLUX_DATABASE", "DB_URL", "ESTATE_FILE"):
         monkeypatch.delenv(f"ESTATEWATCH_{k}", raising=False)
-    s = load_settings()
+    s = load_settings(Settings)
     assert s.influx_database == "estate"
     assert s.db_url.startswith("sqlite+aiosqlite:///")
     assert s.mqtt.host == "127.0.0.1"
@@ -14,8 +14,8 @@ def test_defaults_point_at_the_local_stack(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_environment_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ESTATEWATCH_INFLUX_DATABASE", "from_env")
-    assert load_settings().influx_database == "from_env"
-    assert load_settings(influx_database="from_flag").influx_database == "from_flag"
+    assert load_settings(Settings).influx_database == "from_env"
+    assert load_settings(Settings, influx_database="from_flag").influx_database == "from_flag"
 
 
 @pytest.mark.parametrize(
@@ -30,7 +30,7 @@ def test_environment_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
 )
 def test_bad_settings_name_the_variable_and_flag(field: str, value: str, named: str) -> None:
     with pytest.raises(SettingsError, match=named.replace("(", r"\(").replace(")", r"\)")):
-        load_settings(**{field: value})
+        load_settings(Settings, **{field: value})
 
 
 def test_mqtt_url_parts() -> None:

@@ -1,0 +1,45 @@
+"""Ingest's own settings, on top of the shared ones (``ESTATEWATCH_INGEST_*``)."""
+
+import os
+import socket
+from pathlib import Path
+
+from pydantic import Field
+
+from store.settings import Settings
+
+
+class IngestSettings(Settings):
+    ingest_batch_size: int = Field(5000, ge=1, le=100_000, description="lines per InfluxDB write, at most")
+    ingest_batch_ms: int = Field(100, ge=1, le=60_000, description="longest a reading waits for its batch, ms")
+    ingest_writers: int = Field(2, ge=1, le=16, description="InfluxDB writes in flight at once")
+    ingest_receive_maximum: int = Field(
+        20_000, ge=10, le=65_535, description="unacknowledged messages the broker may send this worker (memory bound)"
+    )
+    ingest_session_expiry_s: int = Field(3600, ge=0, description="broker keeps the worker's queue this long offline")
+    ingest_share_group: str = Field(
+        "ingest",
+        pattern=r"^[A-Za-z0-9_-]{0,64}$",
+        description="shared subscription group; empty: a plain subscription (one worker only)",
+    )
+    ingest_client_id: str = Field(
+        default_factory=lambda: f"ingest-{socket.gethostname()}-{os.getpid()}"[:64],
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="MQTT client id; keep it stable across restarts of one worker to resume its session",
+    )
+    ingest_spool_dir: Path | None = Field(
+        None, description="disk spool for InfluxDB outages; default RUN_DIR/spool/CLIENT_ID"
+    )
+    ingest_spool_max_mb: int = Field(1024, ge=1, description="spool size beyond which the worker stops acknowledging")
+    ingest_write_timeout_s: float = Field(10.0, gt=0, le=300, description="one InfluxDB write may take this long")
+    ingest_spool_after_s: float = Field(2.0, ge=0, le=300, description="retry InfluxDB this long before spooling")
+    ingest_metrics_port: int = Field(9102, ge=0, le=65_535, description="/metrics and /healthz port (0: none)")
+    ingest_metrics_host: str = Field("127.0.0.1", description="address the metrics port binds")
+    ingest_gzip: str = Field("auto", pattern=r"^(auto|on|off)$", description="gzip writes: auto = off on loopback")
+    ingest_future_tolerance_s: int = Field(86_400, ge=0, description="readings further ahead than this are rejected")
+    ingest_completeness_s: int = Field(60, ge=0, description="ingest_completeness period, s (0: off)")
+    ingest_drain_s: float = Field(20.0, ge=0, description="on SIGTERM, flush for at most this long")
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.ingest_spool_dir or self.run_dir / "spool" / self.ingest_client_id

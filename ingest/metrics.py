@@ -1,0 +1,46 @@
+"""Ingest's Prometheus metrics, one registry per service instance."""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class IngestMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.messages = Counter("ingest_messages", "MQTT messages received", ["channel"], registry=r)
+        self.redeliveries = Counter("ingest_redeliveries", "messages the broker sent again (DUP flag)", registry=r)
+        self.duplicates = Counter(
+            "ingest_duplicate_readings", "readings whose device seq this worker saw already", registry=r
+        )
+        self.rejects = Counter("ingest_rejects", "messages rejected, by reason", ["reason"], registry=r)
+        self.points_written = Counter("ingest_points_written", "points InfluxDB accepted", registry=r)
+        self.points_refused = Counter("ingest_points_refused", "points InfluxDB refused (400)", registry=r)
+        self.spooled_points = Counter(
+            "ingest_points_spooled", "points spooled to disk while InfluxDB was away", registry=r
+        )
+        self.influx_errors = Counter(
+            "ingest_influx_errors", "failed InfluxDB writes, by status", ["status"], registry=r
+        )
+        self.batch_points = Histogram(
+            "ingest_batch_points",
+            "points per InfluxDB write",
+            registry=r,
+            buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000, 10_000, 50_000),
+        )
+        self.write_seconds = Histogram(
+            "ingest_write_seconds",
+            "InfluxDB write latency",
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.ack_seconds = Histogram(
+            "ingest_ack_seconds",
+            "message arrival to acknowledgement",
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.spool_bytes = Gauge("ingest_spool_bytes", "bytes waiting in the disk spool", registry=r)
+        self.inflight = Gauge("ingest_inflight_messages", "messages received, not yet acknowledged", registry=r)
+        self.missing = Gauge(
+            "ingest_missing_readings", "readings missing (seq gaps) in the last completeness window", registry=r
+        )
+        self.connected = Gauge("ingest_mqtt_connected", "1 while connected to the broker", registry=r)
