@@ -10,6 +10,7 @@ COPY store ./store
 COPY stack ./stack
 COPY sim ./sim
 COPY ingest ./ingest
+COPY bench ./bench
 COPY estatewatch ./estatewatch
 COPY estates ./estates
 RUN pip install ".[postgres]" && useradd --system --uid 10001 --home /app estatewatch \

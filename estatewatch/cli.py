@@ -394,3 +394,41 @@ def stack_run(estate_file: Path | None, simulate: bool, sim_args: str, **values:
     except (StackError, EstateError) as exc:
         _fail(str(exc))
     sys.exit(code)
+
+
+# -- benchmarks --------------------------------------------------------------------------------
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks on the local stack; each prints figures against baselines measured in the same run."""
+
+
+@bench.command("ingest")
+@click.option(
+    "--messages",
+    type=click.IntRange(min=1000),
+    default=200_000,
+    show_default=True,
+    help="messages for the drain and write measurements",
+)
+@click.option("--latency-seconds", type=click.FloatRange(min=1), default=20.0, show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 16),
+    default=1,
+    show_default=True,
+    help="ingest workers sharing the stream in the sustained-rate measurement",
+)
+@click.option("--json-out", type=click.Path(path_type=Path), default=None, help="also write the figures as JSON")
+@_stack_options
+@setting("db_url")
+def bench_ingest(messages: int, latency_seconds: float, workers: int, json_out: Path | None, **values: Any) -> None:
+    """Ingest's sustained rate, CPU, RSS and latency against raw Mosquitto and InfluxDB rates."""
+    from bench.ingest_bench import report, run, save
+
+    settings = settings_from(values, Settings)
+    results = asyncio.run(run(settings, messages, latency_seconds, workers, lambda line: click.echo(line, err=True)))
+    click.echo(report(results))
+    if json_out:
+        save(results, json_out)

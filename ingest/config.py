@@ -1,6 +1,5 @@
 """Ingest's own settings, on top of the shared ones (``ESTATEWATCH_INGEST_*``)."""
 
-import os
 import socket
 from pathlib import Path
 
@@ -23,9 +22,9 @@ class IngestSettings(Settings):
         description="shared subscription group; empty: a plain subscription (one worker only)",
     )
     ingest_client_id: str = Field(
-        default_factory=lambda: f"ingest-{socket.gethostname()}-{os.getpid()}"[:64],
+        default_factory=lambda: f"ingest-{socket.gethostname()}"[:64],
         pattern=r"^[A-Za-z0-9_.-]{1,64}$",
-        description="MQTT client id; keep it stable across restarts of one worker to resume its session",
+        description="MQTT client id: stable per worker (a restart resumes its session), unique per worker",
     )
     ingest_spool_dir: Path | None = Field(
         None, description="disk spool for InfluxDB outages; default RUN_DIR/spool/CLIENT_ID"

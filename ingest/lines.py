@@ -98,28 +98,46 @@ def measurement(device_type: DeviceType, channel: Channel) -> str:
     return device_type.value if channel is Channel.TELEMETRY else f"{device_type.value}_event"
 
 
-@cache
+_series: dict[tuple[str, str, Channel, tuple[tuple[str, str], ...]], str] = {}
+
+
+def forget_series() -> None:
+    """Drop cached series keys: call when the registry may have moved a device."""
+    _series.clear()
+
+
 def _series_key(device: DeviceInfo, channel: Channel, extra: tuple[tuple[str, str], ...]) -> str:
-    """Measurement and sorted tags of a device's series; a few per device, so cached."""
-    tags = {
-        "site": device.site,
-        "device_type": device.type.value,
-        "device_id": device.id,
-        "building": device.building,
-        "unit": device.unit,
-        "zone": device.zone,
-        "grid": device.grid,
-    }
-    pairs = sorted([*((k, v) for k, v in tags.items() if v), *extra])
-    return measurement(device.type, channel) + "".join(f",{escape_key(k)}={escape_key(v)}" for k, v in pairs)
+    """Measurement and sorted tags of a device's series; a few per device, so cached by cheap keys."""
+    key = (device.site, device.id, channel, extra)
+    found = _series.get(key)
+    if found is None:
+        tags = {
+            "site": device.site,
+            "device_type": device.type.value,
+            "device_id": device.id,
+            "building": device.building,
+            "unit": device.unit,
+            "zone": device.zone,
+            "grid": device.grid,
+        }
+        pairs = sorted([*((k, v) for k, v in tags.items() if v), *extra])
+        found = measurement(device.type, channel) + "".join(f",{escape_key(k)}={escape_key(v)}" for k, v in pairs)
+        _series[key] = found
+    return found
 
 
 def encode(device: DeviceInfo, channel: Channel, item: Reading | Status) -> str:
     """One line of line protocol (no trailing newline), timestamp in milliseconds."""
     tag_plan, field_plan = _plan(type(item))
     values = item.__dict__
-    extra = tuple(
-        (key, str(getattr(values[name], "value", values[name]))) for name, key in tag_plan if values[name] is not None
+    extra = (
+        tuple(
+            (key, str(getattr(values[name], "value", values[name])))
+            for name, key in tag_plan
+            if values[name] is not None
+        )
+        if tag_plan
+        else ()
     )
     fields = ",".join([prefix + fmt(v) for name, prefix, fmt in field_plan if (v := values[name]) is not None])
     return f"{_series_key(device, channel, extra)} {fields} {item.ts}"

@@ -25,7 +25,7 @@ from devices.types import Channel, DeviceType
 from ingest.batcher import Batcher
 from ingest.completeness import Completeness, SeqTracker
 from ingest.config import IngestSettings
-from ingest.lines import encode
+from ingest.lines import encode, forget_series
 from ingest.metrics import IngestMetrics
 from ingest.rejects import Rejects
 from ingest.spool import Spool
@@ -180,6 +180,7 @@ class IngestService:
     async def _refresh_devices(self) -> None:
         self._last_refresh = time.monotonic()
         self.devices = await self.registry.device_index()
+        forget_series()
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -288,9 +289,9 @@ class IngestService:
         try:
             t = parse_topic(topic)
         except TopicError as exc:
-            self.metrics.messages.labels("invalid").inc()
+            self.metrics.messages_by_channel["invalid"].inc()
             return self._reject(topic, payload, exc.reason, str(exc))
-        self.metrics.messages.labels(t.channel.value).inc()
+        self.metrics.messages_by_channel[t.channel.value].inc()
         key = (t.site, t.device_type, t.device_id)
         device = self.devices.get(key)
         if device is None and time.monotonic() - self._last_refresh > UNKNOWN_REFRESH_MIN_S:

@@ -7,6 +7,7 @@ from typing import Any, Self
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from devices.estate import Estate
 from devices.types import DeviceType
@@ -55,7 +56,9 @@ class Registry:
 
     async def __aenter__(self) -> Self:
         _sqlite_dir(self.url)
-        self._engine = create_async_engine(self.url)
+        # SQLite: no pool, so no aiosqlite thread idles (and polls) between the services' rare reads.
+        pool = {"poolclass": NullPool} if self.url.startswith("sqlite") else {}
+        self._engine = create_async_engine(self.url, **pool)
         async with self._engine.begin() as conn:
             await conn.run_sync(Base.metadata.create_all)
         self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)

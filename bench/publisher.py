@@ -1,0 +1,126 @@
+"""A fast QoS 1 publisher for benchmarks: several gmqtt connections, each with a window of
+unacknowledged messages (the broker's Receive Maximum), optionally paced to a rate."""
+
+import asyncio
+import itertools
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import gmqtt
+from gmqtt.storage import PersistentStorage
+
+from devices.topics import device_topic
+from devices.types import Channel
+from store.registry.db import DeviceInfo
+from store.settings import MqttTarget
+
+# Below the broker's Receive Maximum (max_inflight_messages 100).
+WINDOW = 90
+
+
+@dataclass
+class PublishResult:
+    sent: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.seconds if self.seconds else 0.0
+
+
+class _Window(PersistentStorage):  # type: ignore[misc]
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.free = asyncio.Semaphore(size)
+
+    def remove_message_by_mid(self, mid: int) -> None:
+        if mid in self._messages:
+            self.free.release()
+        super().remove_message_by_mid(mid)
+
+
+def smoke_messages(devices: list[DeviceInfo], start_ms: int, first_seq: int = 1) -> Iterator[tuple[str, bytes]]:
+    """Smoke-sensor telemetry, round-robin over ``devices``: the estate's commonest message."""
+    topics = [device_topic(d.site, d.type, d.id, Channel.TELEMETRY) for d in devices]
+    for n in itertools.count():
+        device = n % len(topics)
+        seq = first_seq + n // len(topics)
+        body = {
+            "ts": start_ms + n,
+            "seq": seq,
+            "state": "normal",
+            "smoke_obscuration_pct": 0.2,
+            "temp_c": 21.5,
+            "battery_pct": 88.0,
+            "rssi_dbm": -80.0,
+        }
+        yield topics[device], json.dumps(body, separators=(",", ":")).encode()
+
+
+class Publisher:
+    """``async with Publisher(target, connections) as pub: await pub.publish(messages, count)``."""
+
+    def __init__(self, target: MqttTarget, connections: int = 4, client_prefix: str = "bench-pub") -> None:
+        self.target = target
+        self.connections = connections
+        self.client_prefix = client_prefix
+        self._clients: list[tuple[Any, _Window]] = []
+        self._next = 0
+
+    async def __aenter__(self) -> "Publisher":
+        for i in range(self.connections):
+            window = _Window(WINDOW)
+            client = gmqtt.Client(f"{self.client_prefix}-{i}", persistent_storage=window)
+            if self.target.username:
+                client.set_auth_credentials(self.target.username, self.target.password)
+            await client.connect(self.target.host, self.target.port)
+            self._clients.append((client, window))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for _, window in self._clients:
+            await window.wait_empty()
+        for client, _ in self._clients:
+            await client.disconnect()
+
+    async def send(self, topic: str, payload: bytes) -> None:
+        client, window = self._clients[self._next % len(self._clients)]
+        self._next += 1
+        await window.free.acquire()
+        while True:
+            try:
+                client.publish(topic, payload, qos=1)
+                return
+            except OverflowError:  # gmqtt frees a packet id a moment after the PUBACK
+                await asyncio.sleep(0.001)
+
+    async def publish(
+        self, messages: Iterator[tuple[str, bytes]], count: int, rate: float | None = None
+    ) -> PublishResult:
+        """Publish ``count`` messages at QoS 1 (paced to ``rate`` per second) and wait for every PUBACK."""
+        started = time.perf_counter()
+        for n, (topic, payload) in enumerate(itertools.islice(messages, count)):
+            await self.send(topic, payload)
+            if rate is not None:
+                ahead = started + (n + 1) / rate - time.perf_counter()
+                if ahead > 0.002:
+                    await asyncio.sleep(ahead)
+        for _, window in self._clients:
+            await window.wait_empty()
+        return PublishResult(count, time.perf_counter() - started)
+
+
+async def publish(
+    target: MqttTarget,
+    messages: Iterator[tuple[str, bytes]],
+    count: int,
+    *,
+    connections: int = 4,
+    rate: float | None = None,
+    client_prefix: str = "bench-pub",
+) -> PublishResult:
+    async with Publisher(target, connections, client_prefix) as pub:
+        return await pub.publish(messages, count, rate)

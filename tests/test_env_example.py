@@ -1,0 +1,16 @@
+"""Every setting is documented in .env.example."""
+
+import re
+from pathlib import Path
+
+from ingest.config import IngestSettings
+from store.settings import ENV_PREFIX
+
+TEXT = (Path(__file__).parents[1] / ".env.example").read_text()
+
+
+def test_every_setting_is_in_env_example() -> None:
+    documented = set(re.findall(rf"^#?\s*({ENV_PREFIX}\w+)=", TEXT, re.M))
+    wanted = {f"{ENV_PREFIX}{name.upper()}" for name in IngestSettings.model_fields}
+    assert wanted - documented == set(), "settings missing from .env.example"
+    assert documented - wanted == set(), ".env.example documents settings that do not exist"
