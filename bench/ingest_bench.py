@@ -105,7 +105,7 @@ async def influx_write(settings: Settings, devices: list[DeviceInfo], count: int
 
         async def writer() -> None:
             while queue:
-                await influx.write(queue.pop())
+                await influx.write(queue.pop(), precision="ns")
 
         await asyncio.gather(*(writer() for _ in range(writers)))
         elapsed = time.perf_counter() - started

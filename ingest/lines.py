@@ -1,4 +1,4 @@
-"""Readings to InfluxDB line protocol.
+"""Readings to InfluxDB line protocol (nanosecond timestamps: see ``timestamp_ns``).
 
 One measurement per device type for telemetry (``smoke_sensor``), one per type for events
 (``smoke_sensor_event``, tagged with ``event_type``) and ``device_status``. Tags come from the
@@ -140,7 +140,18 @@ def encode(device: DeviceInfo, channel: Channel, item: Reading | Status) -> str:
         else ()
     )
     fields = ",".join([prefix + fmt(v) for name, prefix, fmt in field_plan if (v := values[name]) is not None])
-    return f"{_series_key(device, channel, extra)} {fields} {item.ts}"
+    return f"{_series_key(device, channel, extra)} {fields} {timestamp_ns(item)}"
+
+
+def timestamp_ns(item: Reading | Status) -> int:
+    """The device's ``ts`` (ms), with the reading's seq in the sub-millisecond digits.
+
+    Two readings of one device in the same millisecond (two plate reads, say) would otherwise be one
+    point, the second overwriting the first; a redelivered reading has the same seq, so it still
+    overwrites itself. Queries see the device's millisecond.
+    """
+    seq = getattr(item, "seq", 0)
+    return item.ts * 1_000_000 + seq % 1_000_000
 
 
 def all_fields() -> dict[str, dict[str, FieldKind]]:

@@ -60,5 +60,5 @@ class Rejects:
         return (
             f"{REJECTS_MEASUREMENT},reason={escape_key(reason)},site={escape_key(site)},"
             f"worker={escape_key(self.worker)} topic={escape_string(topic[:512])},"
-            f"detail={escape_string(detail[:500])},payload_bytes={len(payload)}i {now}"
+            f"detail={escape_string(detail[:500])},payload_bytes={len(payload)}i {now * 1_000_000}"
         )

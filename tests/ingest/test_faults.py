@@ -156,7 +156,7 @@ async def test_a_line_influxdb_refuses_is_rejected_and_the_rest_stored(
             import urllib.request
 
             urllib.request.urlopen(
-                urllib.request.Request(f"{influxd.url}/write?db={influx_db}&precision=ms", data=good, method="POST"),
+                urllib.request.Request(f"{influxd.url}/write?db={influx_db}&precision=ns", data=good, method="POST"),
                 timeout=10,
             ).close()
         return 400, {}, b'{"error":"partial write: field type conflict"}'

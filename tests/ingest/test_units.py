@@ -22,7 +22,7 @@ from tests.support.servers import InfluxServer
 DEVICE = DeviceInfo("s1", "chg-1", DeviceType.EV_CHARGER, "b1", "b1-u1", None, None, "g1", 60, True)
 
 
-def test_line_has_registry_tags_schema_types_and_ms_timestamp() -> None:
+def test_line_has_registry_tags_schema_types_and_the_devices_timestamp() -> None:
     [reading] = parse_payload(
         DeviceType.EV_CHARGER,
         Channel.TELEMETRY,
@@ -33,7 +33,7 @@ def test_line_has_registry_tags_schema_types_and_ms_timestamp() -> None:
     assert line == (
         "ev_charger,building=b1,device_id=chg-1,device_type=ev_charger,grid=g1,port=2,site=s1,unit=b1-u1 "
         'seq=90i,state="charging",voltage_v=221.0,current_a=0.99,power_w=219.5,energy_wh=310.0,temp_c=35.0 '
-        "1764590400000"
+        "1764590400000000090"  # the device's ms, the seq below it
     )
 
 
@@ -78,7 +78,7 @@ async def test_escaped_lines_round_trip_through_influxdb(influxd: InfluxServer, 
         b'{"ts":1764590400000,"seq":1,"type":"access","method":"card","granted":true,"credential":"x_y-z"}',
     )  # type: ignore[misc]
     async with Influx(influxd.url, influx_db) as db:
-        await db.write(encode(nasty, Channel.EVENT, event).encode())
+        await db.write(encode(nasty, Channel.EVENT, event).encode(), precision="ns")
     rows = influxd.query(influx_db, "SELECT * FROM door_controller_event")
     assert len(rows) == 1
     assert (rows[0]["site"], rows[0]["device_id"], rows[0]["building"], rows[0]["unit"], rows[0]["grid"]) == (
@@ -88,6 +88,28 @@ async def test_escaped_lines_round_trip_through_influxdb(influxd: InfluxServer, 
         "u=1",
         "g,1",
     )
+
+
+async def test_two_readings_in_one_millisecond_stay_two_points(influxd: InfluxServer, influx_db: str) -> None:
+    gate = DeviceInfo("s1", "vg-1", DeviceType.VEHICLE_GATE, None, None, None, None, "g1", 60, True)
+    reads = parse_payload(
+        DeviceType.VEHICLE_GATE,
+        Channel.EVENT,
+        (
+            '[{"ts":1764590400000,"seq":7,"type":"plate_read","plate":"苏C12345","direction":"in","confidence":0.9},'
+            '{"ts":1764590400000,"seq":8,"type":"plate_read","plate":"苏C54321","direction":"in","confidence":0.9}]'
+        ).encode(),
+    )
+    assert isinstance(reads, list)
+    body = "\n".join(encode(gate, Channel.EVENT, r) for r in reads).encode()
+    async with Influx(influxd.url, influx_db) as db:
+        await db.write(body, precision="ns")
+        await db.write(body, precision="ns")  # a redelivery: overwrites, adds nothing
+    rows = influxd.query(influx_db, "SELECT plate, seq FROM vehicle_gate_event")
+    assert sorted((r["seq"], r["plate"], r["time"]) for r in rows) == [
+        (7, "苏C12345", 1764590400000),
+        (8, "苏C54321", 1764590400000),
+    ]
 
 
 def test_seq_tracker_tells_duplicates_from_late_arrivals() -> None:
