@@ -159,15 +159,24 @@ class IngestWorker:
             self.proc.wait(60)
 
 
+async def fresh_database(settings: Settings, db: str) -> None:
+    async with Influx(settings.influx_url, db) as influx:
+        await influx.query(f'DROP DATABASE "{db}"', write=True)
+        await influx.create_database()
+
+
+def worker_pool(stack: LocalStack, db: str, name: str, workers: int) -> list[IngestWorker]:
+    """Workers sharing one group of their own."""
+    group = f"{name}-{os.getpid()}-{time.time():.0f}"
+    return [IngestWorker(stack, db, name, group=group, index=i) for i in range(workers)]
+
+
 async def ingest_sustained(
     stack: LocalStack, devices: list[DeviceInfo], count: int, workers: int, results: Results, say: Say
 ) -> None:
     db = "estate_bench_ingest"
-    async with Influx(stack.settings.influx_url, db) as influx:
-        await influx.query(f'DROP DATABASE "{db}"', write=True)
-        await influx.create_database()
-    group = f"bench-{os.getpid()}-{time.time():.0f}"
-    pool = [IngestWorker(stack, db, "bench-ingest", group=group, index=i) for i in range(workers)]
+    await fresh_database(stack.settings, db)
+    pool = worker_pool(stack, db, "bench-ingest", workers)
     for w in pool:
         w.start()  # creates the persistent session and its shared subscription
         w.stop()
@@ -212,11 +221,8 @@ async def latency(
     stack: LocalStack, devices: list[DeviceInfo], rate: float, seconds: float, workers: int, results: Results, say: Say
 ) -> None:
     db = "estate_bench_latency"
-    async with Influx(stack.settings.influx_url, db) as influx:
-        await influx.query(f'DROP DATABASE "{db}"', write=True)
-        await influx.create_database()
-    group = f"bench-latency-{os.getpid()}-{time.time():.0f}"
-    pool = [IngestWorker(stack, db, "bench-latency", group=group, index=i) for i in range(workers)]
+    await fresh_database(stack.settings, db)
+    pool = worker_pool(stack, db, "bench-latency", workers)
     for w in pool:
         w.start()
     probe, load = devices[0], devices[1:]

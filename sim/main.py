@@ -62,7 +62,6 @@ async def run_in_process(
 def _child(
     estate_file: Path,
     index: int,
-    count: int,
     ids: list[str],
     options: SimOptions,
     out: "mp.Queue[tuple[int, dict[str, Any], int]]",
@@ -117,7 +116,7 @@ def simulate(
                 target=_child,
                 name=f"sim-{i}",
                 daemon=True,
-                args=(estate_file, i, processes, [d.id for d in devices[i::processes]], options, out, every_s),
+                args=(estate_file, i, [d.id for d in devices[i::processes]], options, out, every_s),
             )
             for i in range(processes)
         ]

@@ -3,6 +3,7 @@
 import asyncio
 import json
 from collections import defaultdict
+from pathlib import Path
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -153,3 +154,49 @@ async def test_survives_a_broker_restart_without_loss(broker: Broker, small: Est
         sub.loop_stop()
     for device_id, got in readings_by_device(rec).items():
         assert set(got) == set(range(1, last[device_id] + 1)), f"{device_id} lost readings over the restart"
+
+
+def test_cli_simulates_in_several_processes(broker: Broker, small: Estate, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from devices.estate import dump_estate
+
+    estate_file = tmp_path / "small.yaml"
+    estate_file.write_text(dump_estate(small), encoding="utf-8")
+    client, rec = subscribe(broker.port, "estate/v1/+/+/+/telemetry", client_id="multi-recorder")
+    try:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "estatewatch",
+                "simulate",
+                "--estate",
+                str(estate_file),
+                "--mqtt-url",
+                broker.url("simulator"),
+                "--processes",
+                "2",
+                "--speed",
+                "60",
+                "--duration",
+                "6",
+                "--progress-every",
+                "1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=os.environ.copy(),
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert rec.wait_for(lambda r: len({t.split("/")[4] for t in r.topics()}) == len(small.devices), 10)
+    finally:
+        stop(client)
+    totals = json.loads(result.stderr.strip().splitlines()[-1])["simulated"]
+    assert totals["devices"] == len(small.devices)
+    assert totals["acked"] == totals["messages"] + totals["statuses"]
+    assert "connected" in result.stderr and "msg/s" in result.stderr
