@@ -93,6 +93,9 @@ def test_grafana_provisioning_is_mounted() -> None:
         source = mount.split(":")[0]
         if source.startswith("./"):
             assert (ROOT / source).exists(), f"grafana mounts missing {source}"
+    provider = yaml.safe_load((ROOT / "grafana/provisioning/dashboards/estatewatch.yaml").read_text())
+    dashboards_target = next(m.split(":")[1] for m in mounts if m.startswith("./grafana/dashboards:"))
+    assert provider["providers"][0]["options"]["path"] == dashboards_target
 
 
 def test_dockerfile_builds_the_project_as_a_non_root_user() -> None:
