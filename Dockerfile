@@ -10,6 +10,7 @@ COPY store ./store
 COPY stack ./stack
 COPY sim ./sim
 COPY ingest ./ingest
+COPY rules ./rules
 COPY bench ./bench
 COPY estatewatch ./estatewatch
 COPY estates ./estates

@@ -287,6 +287,49 @@ def health(url: str, timeout: float) -> None:
         sys.exit(1)
 
 
+# -- rules -------------------------------------------------------------------------------------
+
+
+@main.group()
+def rules() -> None:
+    """The rules engine."""
+
+
+@rules.command("replay")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--estate",
+    "estate_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="estate YAML [env ESTATEWATCH_ESTATE_FILE]",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="rules config over the shipped defaults (rules/defaults.yaml)",
+)
+def rules_replay(file: Path, estate_file: Path | None, config_file: Path | None) -> None:
+    """Run JSON lines {"topic", "payload"} through the engine with their own timestamps as the clock;
+    print one JSON line per alert change (no broker, no notifiers)."""
+    from rules.config import ConfigError, RulesConfig
+    from rules.engine import Engine
+    from rules.replay import ReplayError, replay
+
+    settings = settings_from({"estate_file": estate_file}, Settings)
+    try:
+        estate = load_estate(settings.estate_file)
+        engine = Engine(estate, RulesConfig.load(config_file))
+        for change in replay(engine, file):
+            click.echo(json.dumps(change, ensure_ascii=False))
+    except (EstateError, ConfigError, ReplayError) as exc:
+        _fail(str(exc))
+    ignored = ", ".join(f"{k} {v}" for k, v in sorted(engine.ignored.items())) or "none"
+    click.echo(f"replay: {engine.processed} readings, {engine.late} late, ignored: {ignored}", err=True)
+
+
 # -- broker ------------------------------------------------------------------------------------
 
 

@@ -16,10 +16,23 @@ from store.settings import Settings
 # Platform services in start order: (name, broker user, module that must exist, extra args).
 SERVICES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("ingest", "ingest", "ingest.service", ()),
-    ("rules", "rules", "rules.service", ()),
+    ("rules", "rules", "rules.service", ("run",)),
     ("api", "api", "api.app", ()),
 )
 STOP_DEADLINE_S = 30.0
+
+
+def available_services() -> list[tuple[str, str, str, tuple[str, ...]]]:
+    """The services whose module is installed (later issues add rules and api)."""
+    found = []
+    for service in SERVICES:
+        try:
+            present = importlib.util.find_spec(service[2]) is not None
+        except ModuleNotFoundError:  # its package does not exist yet
+            present = False
+        if present:
+            found.append(service)
+    return found
 
 
 @dataclass
@@ -76,9 +89,7 @@ def run_everything(settings: Settings, *, simulate: bool, sim_args: list[str]) -
         )
         if init.returncode != 0:
             return init.returncode
-        for name, user, module, args in SERVICES:
-            if importlib.util.find_spec(module.split(".")[0]) is None:
-                continue
+        for name, user, _, args in available_services():
             children.append(_start(name, [name, *args], local.service_env(user), logs))
             print(f"{name:10} pid {children[-1].proc.pid:<7} started (log {children[-1].log})", flush=True)
         if simulate:

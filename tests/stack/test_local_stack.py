@@ -92,3 +92,20 @@ def test_a_taken_port_is_a_clear_error(stack_env: dict[str, str]) -> None:
         result = cli("stack", "up", env=env)
     assert result.returncode == 1
     assert "is taken by another program" in result.stderr
+
+
+def test_make_up_starts_only_services_that_exist() -> None:
+    """Every service make up starts is a real command; ingest is one of them."""
+    import click
+
+    from estatewatch.cli import main
+    from stack.supervise import available_services
+
+    services = available_services()
+    assert "ingest" in [s[0] for s in services]
+    for name, _, _, args in services:
+        command: click.Command | None = main
+        for word in (name, *args):
+            assert isinstance(command, click.Group), f"make up would run 'estatewatch {name} {' '.join(args)}'"
+            command = command.commands.get(word)
+        assert command is not None and not isinstance(command, click.Group), f"'{name}' is not a runnable command"

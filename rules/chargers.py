@@ -1,0 +1,71 @@
+"""Charging piles: port over-temperature, fault codes, and repeated overload stops in one night."""
+
+import datetime as dt
+from typing import Any
+
+from devices.types import Channel
+from rules.alerts import Severity
+from rules.context import Context, Where
+
+
+class Chargers:
+    def __init__(self) -> None:
+        # (device, port, night) -> overload stops seen
+        self.overloads: dict[tuple[str, int, dt.date], int] = {}
+
+    def night_of(self, ctx: Context, ts: int) -> dt.date | None:
+        """The evening a night belongs to (the small hours count with the evening before)."""
+        local = ctx.local(ts)
+        if not ctx.config.night.contains(local.time()):
+            return None
+        return local.date() if local.time() >= ctx.config.night.start else local.date() - dt.timedelta(days=1)
+
+    def handle(self, ctx: Context, where: Where, channel: Channel, reading: Any) -> None:
+        rules = ctx.rules_for(where)
+        device = where.device.id
+        ts = reading.ts
+        if channel is Channel.TELEMETRY:
+            subject = f"{device}:{reading.port}"
+            limit = rules.charger_overtemp
+            if limit.enabled and reading.temp_c >= limit.threshold_c:
+                ctx.open(
+                    "charger_overtemp",
+                    subject,
+                    where,
+                    Severity.WARNING,
+                    f"Charger {device} port {reading.port} at {reading.temp_c:.0f} °C",
+                    ts,
+                    {"ts": ts, "temp_c": reading.temp_c, "power_w": reading.power_w},
+                    ctx.grid_workers(where.grid, ts) + ctx.contacts("property_office"),
+                )
+            elif reading.temp_c < limit.clear_below_c:
+                ctx.resolve("charger_overtemp", subject, ts, {"ts": ts, "temp_c": reading.temp_c})
+            return
+        if reading.type == "fault" and rules.charger_fault.enabled:
+            ctx.open(
+                "charger_fault",
+                f"{device}:{reading.port}",
+                where,
+                Severity.WARNING,
+                f"Charger {device} port {reading.port} fault {reading.code}",
+                ts,
+                {"ts": ts, "code": reading.code},
+                ctx.grid_workers(where.grid, ts) + ctx.contacts("property_office"),
+            )
+        elif reading.type == "session_stop" and reading.reason.value == "overload" and rules.charger_overload.enabled:
+            night = self.night_of(ctx, ts)
+            if night is None:
+                return
+            key = (device, reading.port, night)
+            self.overloads[key] = self.overloads.get(key, 0) + 1
+            if self.overloads[key] >= rules.charger_overload.stops_per_night:
+                ctx.open(
+                    "charger_overload",
+                    f"{device}:{reading.port}:{night.isoformat()}",
+                    where,
+                    Severity.WARNING,
+                    f"Charger {device} port {reading.port} stopped on overload {self.overloads[key]} times tonight",
+                    ts,
+                    {"ts": ts, "session_id": reading.session_id, "energy_wh": reading.energy_wh},
+                    ctx.grid_workers(where.grid, ts) + ctx.contacts("property_office"),
+                )

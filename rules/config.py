@@ -1,0 +1,174 @@
+"""Rules configuration: the shipped defaults, a file of the user's on top, per site/zone/device overrides.
+
+A bad file fails at start with the line of the offending entry.
+"""
+
+import datetime as dt
+from pathlib import Path
+from typing import Any, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULTS = Path(__file__).with_name("defaults.yaml")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Night(_Model):
+    start: dt.time
+    end: dt.time
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _quoted(cls, value: object) -> object:
+        if isinstance(value, int):
+            raise ValueError("write times in quotes, e.g. '18:00'")
+        return value
+
+    def contains(self, local: dt.time) -> bool:
+        if self.start <= self.end:
+            return self.start <= local < self.end
+        return local >= self.start or local < self.end
+
+
+class Rule(_Model):
+    enabled: bool = True
+
+
+class ChargerOvertemp(Rule):
+    threshold_c: float = Field(70, ge=20, le=200)
+    clear_below_c: float = Field(65, ge=0, le=200)
+
+
+class ChargerOverload(Rule):
+    stops_per_night: int = Field(2, ge=1, le=100)
+
+
+class DoorHeldOpen(Rule):
+    min_open_s: float = Field(120, ge=1, le=86_400)
+
+
+class Rules(_Model):
+    fire: Rule = Rule()
+    smoke_maintenance: Rule = Rule()
+    sos: Rule = Rule()
+    charger_overtemp: ChargerOvertemp = ChargerOvertemp()
+    charger_fault: Rule = Rule()
+    charger_overload: ChargerOverload = ChargerOverload()
+    door_held_open: DoorHeldOpen = DoorHeldOpen()
+    door_forced: Rule = Rule()
+    tailgating: Rule = Rule()
+
+
+class Match(_Model):
+    site: str | None = None
+    zone: str | None = None
+    building: str | None = None
+    device: str | None = None
+
+    @property
+    def specificity(self) -> int:
+        return sum(4 if k == "device" else 2 if k == "zone" else 1 for k, v in self if v is not None)
+
+
+class Override(_Model):
+    match: Match
+    rules: dict[str, dict[str, Any]]
+
+
+class RulesConfig(_Model):
+    lateness_s: float = Field(120, ge=0, le=86_400)
+    night: Night = Night(start=dt.time(18), end=dt.time(7))
+    rules: Rules = Rules()
+    overrides: list[Override] = Field(default_factory=list)
+
+    def for_device(self, site: str, device: str, zone: str | None, building: str | None) -> Rules:
+        """The rules as they apply to one device: defaults, then matching overrides, most specific last."""
+        matching = [
+            o
+            for o in self.overrides
+            if (o.match.site in (None, site))
+            and (o.match.device in (None, device))
+            and (o.match.zone in (None, zone))
+            and (o.match.building in (None, building))
+        ]
+        if not matching:
+            return self.rules
+        merged = self.rules.model_dump()
+        for o in sorted(matching, key=lambda o: o.match.specificity):
+            for rule, values in o.rules.items():
+                merged[rule] = {**merged[rule], **values}
+        return Rules.model_validate(merged)
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Self:
+        """The shipped defaults, with ``path`` (if given) merged over them."""
+        data = _read(DEFAULTS)
+        if path is not None:
+            data = _merge(data, _read(path))
+        try:
+            config = cls.model_validate(data)
+            for o in config.overrides:  # an override must itself make valid rules
+                Rules.model_validate(_merge(config.rules.model_dump(), o.rules))
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, path or DEFAULTS)) from None
+        return config
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read rules config {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: line 1: the rules config must be a mapping")
+    return data
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _line_of(path: Path, loc: tuple[int | str, ...]) -> int | None:
+    """The line of the YAML node at ``loc`` (or its nearest parent that exists in the file)."""
+    try:
+        node: yaml.Node | None = yaml.compose(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    line = node.start_mark.line + 1 if node else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            pair = next(((k, v) for k, v in node.value if k.value == part), None)
+            if pair is None:
+                break
+            line = pair[0].start_mark.line + 1  # the key's line: where the reader looks
+            node = pair[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _describe(exc: ValidationError, path: Path) -> str:
+    lines = [f"{path}: not a valid rules config:"]
+    for err in exc.errors(include_url=False)[:10]:
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        line = _line_of(path, err["loc"])
+        lines.append(f"  line {line}: {where}: {err['msg']}" if line else f"  {where}: {err['msg']}")
+    return "\n".join(lines)
