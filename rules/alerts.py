@@ -22,6 +22,7 @@ class State(StrEnum):
 class Change(StrEnum):
     OPENED = "opened"
     REPEATED = "repeated"
+    UPDATED = "updated"  # new evidence, confidence or severity; not a repeat
     RESOLVED = "resolved"
 
 

@@ -13,13 +13,6 @@ class Chargers:
         # (device, port, night) -> overload stops seen
         self.overloads: dict[tuple[str, int, dt.date], int] = {}
 
-    def night_of(self, ctx: Context, ts: int) -> dt.date | None:
-        """The evening a night belongs to (the small hours count with the evening before)."""
-        local = ctx.local(ts)
-        if not ctx.config.night.contains(local.time()):
-            return None
-        return local.date() if local.time() >= ctx.config.night.start else local.date() - dt.timedelta(days=1)
-
     def handle(self, ctx: Context, where: Where, channel: Channel, reading: Any) -> None:
         rules = ctx.rules_for(where)
         device = where.device.id
@@ -53,7 +46,7 @@ class Chargers:
                 ctx.grid_workers(where.grid, ts) + ctx.contacts("property_office"),
             )
         elif reading.type == "session_stop" and reading.reason.value == "overload" and rules.charger_overload.enabled:
-            night = self.night_of(ctx, ts)
+            night = ctx.night_of(ts)
             if night is None:
                 return
             key = (device, reading.port, night)

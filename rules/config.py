@@ -5,10 +5,10 @@ A bad file fails at start with the line of the offending entry.
 
 import datetime as dt
 from pathlib import Path
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 DEFAULTS = Path(__file__).with_name("defaults.yaml")
 
@@ -17,20 +17,23 @@ class ConfigError(ValueError):
     pass
 
 
+def _quoted_time(value: object) -> object:
+    if isinstance(value, int):
+        # YAML 1.1 reads an unquoted 18:00 as the number 1080.
+        raise ValueError("write times in quotes, e.g. '18:00'")
+    return value
+
+
+LocalTime = Annotated[dt.time, BeforeValidator(_quoted_time)]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Night(_Model):
-    start: dt.time
-    end: dt.time
-
-    @field_validator("start", "end", mode="before")
-    @classmethod
-    def _quoted(cls, value: object) -> object:
-        if isinstance(value, int):
-            raise ValueError("write times in quotes, e.g. '18:00'")
-        return value
+    start: LocalTime
+    end: LocalTime
 
     def contains(self, local: dt.time) -> bool:
         if self.start <= self.end:
@@ -55,7 +58,32 @@ class DoorHeldOpen(Rule):
     min_open_s: float = Field(120, ge=1, le=86_400)
 
 
+class QuietWindow(_Model):
+    devices: list[str]
+    start: LocalTime
+    end: LocalTime
+
+    def covers(self, device: str, local: dt.time) -> bool:
+        if device not in self.devices:
+            return False
+        if self.start <= self.end:
+            return self.start <= local < self.end
+        return local >= self.start or local < self.end
+
+
+class FlyingLead(Rule):
+    baseline_max_w: float = Field(50, ge=0, le=10_000)
+    step_min_w: float = Field(60, ge=1, le=10_000)
+    step_max_w: float = Field(700, ge=1, le=100_000)
+    hold_min: float = Field(10, ge=1, le=600)
+    clear_min: float = Field(5, ge=1, le=600)
+    ebike_window_min: float = Field(120, ge=0, le=1440)
+    whitelist: list[str] = Field(default_factory=list)
+    schedules: list[QuietWindow] = Field(default_factory=list)
+
+
 class Rules(_Model):
+    flying_lead: FlyingLead = FlyingLead()
     fire: Rule = Rule()
     smoke_maintenance: Rule = Rule()
     sos: Rule = Rule()

@@ -97,6 +97,36 @@ class Context:
         self.changes.append(AlertChange.of(Change.OPENED, ts, alert))
         return alert
 
+    def note(
+        self,
+        rule: str,
+        subject: str,
+        ts: int,
+        evidence: dict[str, Any],
+        *,
+        severity: Severity | None = None,
+        title: str | None = None,
+    ) -> None:
+        """Add evidence to an open alert, raising its severity or retitling it when asked."""
+        alert = self.alerts.get((rule, subject))
+        if alert is None:
+            return
+        if severity is not None and list(Severity).index(severity) > list(Severity).index(alert.severity):
+            alert.severity = severity
+        if title is not None:
+            alert.title = title
+        alert.last_ts = max(alert.last_ts, ts)
+        alert.add_evidence(evidence)
+        self.changes.append(AlertChange.of(Change.UPDATED, ts, alert))
+
+    def night_of(self, ts: int) -> dt.date | None:
+        """The evening a night-time ``ts`` belongs to (small hours count with the evening before); None by day."""
+        local = self.local(ts)
+        night = self.config.night
+        if not night.contains(local.time()):
+            return None
+        return local.date() if local.time() >= night.start else local.date() - dt.timedelta(days=1)
+
     def resolve(self, rule: str, subject: str, ts: int, evidence: dict[str, Any]) -> None:
         """Resolve automatically: the condition cleared."""
         alert = self.alerts.get((rule, subject))

@@ -17,6 +17,7 @@ from rules.alerts import AlertChange
 from rules.chargers import Chargers
 from rules.config import RulesConfig
 from rules.context import Context, Where
+from rules.flying_lead import FlyingLead
 
 Handler = Callable[[Context, Where, Channel, Any], None]
 
@@ -38,11 +39,14 @@ class Engine:
             grid = zone.grid if zone else (buildings[building].grid if building in buildings else None)
             self._where[(d.type, d.id)] = Where(estate.site.id, d, grid, building, d.unit, d.zone)
         chargers = Chargers()
+        flying = FlyingLead()
         self._handlers: dict[DeviceType, list[Handler]] = {
-            DeviceType.SMOKE_SENSOR: [fire.handle],
+            DeviceType.SMOKE_SENSOR: [fire.handle, flying.handle],
             DeviceType.RADIO: [sos.handle],
             DeviceType.EV_CHARGER: [chargers.handle],
             DeviceType.DOOR_CONTROLLER: [access.handle],
+            DeviceType.POWER_METER: [flying.handle],
+            DeviceType.CAMERA: [flying.handle],
         }
 
     def _ignore(self, reason: str) -> list[AlertChange]:

@@ -72,3 +72,30 @@ def test_a_bad_config_is_named(tmp_path: Path) -> None:
     result = replay(str(empty), "--config", str(cfg))
     assert result.returncode == 1
     assert "line 3: rules.sos.enabled" in result.stderr
+
+
+async def test_the_simulators_flying_lead_is_caught(broker: Broker, small: Estate, tmp_path: Path) -> None:
+    import datetime as dt
+
+    record = tmp_path / "sent.jsonl"
+    evening = int(dt.datetime(2026, 12, 1, 19, 0, tzinfo=small.site.tz).timestamp() * 1000)
+    options = SimOptions(
+        mqtt=parse_mqtt_url(broker.url("simulator")),
+        speed=60,
+        duration_s=14,
+        seed=4,
+        start_ms=evening,
+        incidents=(Incident.parse("flying_lead:pm-b001-u1"),),
+        incident_delay_s=2.0,
+        record=record,
+    )
+    async with Simulator(small, small.devices, options) as sim:
+        await sim.run()
+    estate_file = tmp_path / "small.yaml"
+    estate_file.write_text(dump_estate(small), encoding="utf-8")
+    result = replay(str(record), "--estate", str(estate_file))
+    assert result.returncode == 0, result.stderr
+    flying = [json.loads(line) for line in result.stdout.splitlines() if '"flying_lead"' in line]
+    assert flying and flying[0]["change"] == "opened" and flying[0]["unit"] == "b001-u1"
+    # The simulator's camera saw the e-bike go up in the lift 20 minutes before.
+    assert flying[0]["evidence"][0]["ebike_seen"] is True

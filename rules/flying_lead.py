@@ -1,0 +1,176 @@
+"""Flying-lead charging (飞线充电): an e-bike charged from an extension cord on a stairwell circuit.
+
+The signature, from field practice: at night, a circuit whose load was low (under ~50 W: corridor
+lights) steps up by a charger's draw (+60 to +700 W) and holds it for ten minutes or more. A charger
+then tapers (constant current, constant voltage, float), which a heater or a kettle does not; a
+camera that saw an e-bike carried into the unit or its lift shortly before makes it likelier still.
+A smoke sensor rising in the same unit makes it critical.
+"""
+
+import datetime as dt
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from devices.types import Channel, DeviceType
+from rules.alerts import Severity
+from rules.context import Context, Where
+
+RULE = "flying_lead"
+MIN = 60_000
+SMOKE_WINDOW_MS = 30 * MIN
+TAPER_DROP = 0.2  # the load falls this far below its plateau while still over baseline
+
+
+@dataclass
+class Circuit:
+    baseline_w: float | None = None
+    step_since: int | None = None  # ts the step began
+    plateau_w: float = 0.0
+    low_since: int | None = None  # ts the load came back to baseline, while an alert is open
+    subject: str | None = None  # the open alert's subject
+    tapered: bool = False
+    fired_nights: set[dt.date] = field(default_factory=set)
+    evidence: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=20))
+
+
+class FlyingLead:
+    def __init__(self) -> None:
+        self.circuits: dict[str, Circuit] = {}
+        self.ebike_at: dict[str, int] = {}  # unit -> ts of the last e-bike seen going in
+        self.smoke: dict[str, deque[tuple[int, float, float]]] = {}  # unit -> (ts, obscuration, temp)
+
+    def handle(self, ctx: Context, where: Where, channel: Channel, reading: Any) -> None:
+        kind = where.device.type
+        if kind is DeviceType.CAMERA and channel is Channel.EVENT and reading.type == "ebike_detected":
+            if where.unit:
+                self.ebike_at[where.unit] = max(self.ebike_at.get(where.unit, 0), reading.ts)
+        elif kind is DeviceType.SMOKE_SENSOR and channel is Channel.TELEMETRY and where.unit:
+            self._smoke(ctx, where, reading)
+        elif kind is DeviceType.POWER_METER and channel is Channel.TELEMETRY:
+            self._power(ctx, where, reading)
+
+    def _smoke(self, ctx: Context, where: Where, reading: Any) -> None:
+        assert where.unit is not None
+        recent = self.smoke.setdefault(where.unit, deque(maxlen=200))
+        recent.append((reading.ts, reading.smoke_obscuration_pct, reading.temp_c))
+        while recent and recent[0][0] < reading.ts - SMOKE_WINDOW_MS:
+            recent.popleft()
+        if not self._smoke_rising(where.unit):
+            return
+        for circuit in self.circuits.values():
+            alert = ctx.alerts.get((RULE, circuit.subject or ""))
+            if alert is not None and alert.unit == where.unit and alert.severity is not Severity.CRITICAL:
+                ctx.note(
+                    RULE,
+                    alert.subject,
+                    reading.ts,
+                    {
+                        "ts": reading.ts,
+                        "smoke_sensor": where.device.id,
+                        "smoke_obscuration_pct": reading.smoke_obscuration_pct,
+                        "temp_c": reading.temp_c,
+                    },
+                    severity=Severity.CRITICAL,
+                    title=f"Flying-lead charging with smoke rising: {where.unit}",
+                )
+
+    def _smoke_rising(self, unit: str) -> bool:
+        recent = self.smoke.get(unit)
+        if not recent:
+            return False
+        _, obscuration, temp = recent[-1]
+        low_obscuration = min(r[1] for r in recent)
+        low_temp = min(r[2] for r in recent)
+        return temp - low_temp >= 5.0 or (obscuration >= 1.0 and obscuration >= 3 * max(low_obscuration, 0.1))
+
+    def _quiet(self, ctx: Context, device: str, rules: Any, ts: int) -> bool:
+        local = ctx.local(ts).time()
+        return device in rules.whitelist or any(w.covers(device, local) for w in rules.schedules)
+
+    def _power(self, ctx: Context, where: Where, reading: Any) -> None:
+        rules = ctx.rules_for(where).flying_lead
+        device = where.device.id
+        c = self.circuits.setdefault(device, Circuit())
+        ts, power = reading.ts, reading.power_w
+        c.evidence.append({"ts": ts, "power_w": power})
+        if c.baseline_w is None:
+            c.baseline_w = power
+        step = power - c.baseline_w
+        charging = c.baseline_w < rules.baseline_max_w and rules.step_min_w <= step <= rules.step_max_w
+        if c.subject is not None:
+            self._while_open(ctx, where, c, rules, reading, step)
+            return
+        if not charging:
+            c.step_since = None
+            if power < rules.baseline_max_w:  # learn the low baseline; never from a step
+                c.baseline_w = 0.8 * c.baseline_w + 0.2 * power
+            return
+        if c.step_since is None:
+            c.step_since, c.plateau_w = ts, power
+            return
+        c.plateau_w = max(c.plateau_w, power)
+        night = ctx.night_of(ts)
+        held = ts - c.step_since >= rules.hold_min * MIN
+        if not (held and rules.enabled and night is not None) or night in c.fired_nights:
+            return
+        if self._quiet(ctx, device, rules, ts):
+            return
+        c.fired_nights.add(night)
+        c.subject = f"{where.unit or device}:{device}:{night.isoformat()}"
+        ebike = self._ebike_recent(where, ts, rules.ebike_window_min)
+        confidence = _confidence(tapered=False, ebike=ebike)
+        severity = Severity.CRITICAL if where.unit and self._smoke_rising(where.unit) else Severity.WARNING
+        ctx.open(
+            RULE,
+            c.subject,
+            where,
+            severity,
+            f"Possible flying-lead charging: {where.unit or device} (+{step:.0f} W for "
+            f"{(ts - c.step_since) / MIN:.0f} min)",
+            ts,
+            {
+                "ts": ts,
+                "baseline_w": round(c.baseline_w, 1),
+                "power_w": power,
+                "step_w": round(step, 1),
+                "since_ts": c.step_since,
+                "confidence": confidence,
+                "ebike_seen": ebike,
+                "readings": list(c.evidence)[-12:],
+            },
+            ctx.grid_workers(where.grid, ts) + ctx.contacts("property_office"),
+        )
+
+    def _while_open(self, ctx: Context, where: Where, c: Circuit, rules: Any, reading: Any, step: float) -> None:
+        assert c.subject is not None and c.baseline_w is not None
+        ts, power = reading.ts, reading.power_w
+        if not c.tapered and c.baseline_w + 20 < power <= c.plateau_w * (1 - TAPER_DROP):
+            c.tapered = True  # a charger's constant-voltage phase
+            ebike = self._ebike_recent(where, ts, rules.ebike_window_min)
+            ctx.note(
+                RULE,
+                c.subject,
+                ts,
+                {
+                    "ts": ts,
+                    "power_w": power,
+                    "tapering_from_w": c.plateau_w,
+                    "confidence": _confidence(tapered=True, ebike=ebike),
+                },
+            )
+        if power <= c.baseline_w + 20:
+            c.low_since = c.low_since or ts
+            if ts - c.low_since >= rules.clear_min * MIN:
+                ctx.resolve(RULE, c.subject, ts, {"ts": ts, "power_w": power, "back_to_baseline": True})
+                c.subject, c.step_since, c.low_since, c.tapered = None, None, None, False
+        else:
+            c.low_since = None
+
+    def _ebike_recent(self, where: Where, ts: int, window_min: float) -> bool:
+        seen = self.ebike_at.get(where.unit or "")
+        return seen is not None and 0 <= ts - seen <= window_min * MIN
+
+
+def _confidence(*, tapered: bool, ebike: bool) -> float:
+    return round(min(1.0, 0.6 + (0.2 if tapered else 0.0) + (0.2 if ebike else 0.0)), 2)
