@@ -37,6 +37,7 @@ class Alert:
     last_ts: int
     state: State = State.OPEN
     count: int = 1
+    escalation: int = 0
     grid: str | None = None
     building: str | None = None
     unit: str | None = None

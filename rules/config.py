@@ -82,8 +82,29 @@ class FlyingLead(Rule):
     schedules: list[QuietWindow] = Field(default_factory=list)
 
 
+class Permit(_Model):
+    plate: str
+    zone: str | None = None
+    start: dt.datetime
+    end: dt.datetime
+
+    def allows(self, plate: str, zone: str, at: dt.datetime) -> bool:
+        return self.plate == plate and self.zone in (None, zone) and self.start <= at < self.end
+
+
+class FireLane(Rule):
+    occupied_share: float = Field(0.8, gt=0, le=1)
+    voice_after_s: float = Field(90, ge=0, le=86_400)
+    alert_after_s: float = Field(300, ge=0, le=86_400)
+    escalate_after_s: float = Field(1200, ge=0, le=86_400)
+    clear_after_s: float = Field(120, ge=1, le=86_400)
+    exempt_plates: list[str] = Field(default_factory=list)
+    permits: list[Permit] = Field(default_factory=list)
+
+
 class Rules(_Model):
     flying_lead: FlyingLead = FlyingLead()
+    fire_lane: FireLane = FireLane()
     fire: Rule = Rule()
     smoke_maintenance: Rule = Rule()
     sos: Rule = Rule()

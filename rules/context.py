@@ -69,6 +69,7 @@ class Context:
         ts: int,
         evidence: dict[str, Any],
         recipients: list[str],
+        escalation: int = 0,
     ) -> Alert:
         """Open an alert, or count a repeat of the open one."""
         alert = self.alerts.get((rule, subject))
@@ -92,6 +93,7 @@ class Context:
             zone=where.zone,
             recipients=sorted(set(recipients)),
             evidence=[evidence],
+            escalation=escalation,
         )
         self.alerts[alert.key] = alert
         self.changes.append(AlertChange.of(Change.OPENED, ts, alert))
@@ -106,8 +108,10 @@ class Context:
         *,
         severity: Severity | None = None,
         title: str | None = None,
+        escalation: int | None = None,
+        recipients: list[str] | None = None,
     ) -> None:
-        """Add evidence to an open alert, raising its severity or retitling it when asked."""
+        """Add evidence to an open alert; raise its severity or escalation, retitle it, reach more people."""
         alert = self.alerts.get((rule, subject))
         if alert is None:
             return
@@ -115,6 +119,10 @@ class Context:
             alert.severity = severity
         if title is not None:
             alert.title = title
+        if escalation is not None:
+            alert.escalation = max(alert.escalation, escalation)
+        if recipients:
+            alert.recipients = sorted(set(alert.recipients) | set(recipients))
         alert.last_ts = max(alert.last_ts, ts)
         alert.add_evidence(evidence)
         self.changes.append(AlertChange.of(Change.UPDATED, ts, alert))

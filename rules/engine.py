@@ -17,6 +17,7 @@ from rules.alerts import AlertChange
 from rules.chargers import Chargers
 from rules.config import RulesConfig
 from rules.context import Context, Where
+from rules.fire_lane import FireLanes
 from rules.flying_lead import FlyingLead
 
 Handler = Callable[[Context, Where, Channel, Any], None]
@@ -40,13 +41,15 @@ class Engine:
             self._where[(d.type, d.id)] = Where(estate.site.id, d, grid, building, d.unit, d.zone)
         chargers = Chargers()
         flying = FlyingLead()
+        self._lanes = FireLanes(self.ctx)
         self._handlers: dict[DeviceType, list[Handler]] = {
             DeviceType.SMOKE_SENSOR: [fire.handle, flying.handle],
             DeviceType.RADIO: [sos.handle],
             DeviceType.EV_CHARGER: [chargers.handle],
             DeviceType.DOOR_CONTROLLER: [access.handle],
             DeviceType.POWER_METER: [flying.handle],
-            DeviceType.CAMERA: [flying.handle],
+            DeviceType.CAMERA: [flying.handle, self._lanes.handle],
+            DeviceType.SPACE_SENSOR: [self._lanes.handle],
         }
 
     def _ignore(self, reason: str) -> list[AlertChange]:
@@ -78,5 +81,6 @@ class Engine:
             self.clock_ms = max(self.clock_ms, reading.ts)
             for handle in self._handlers.get(t.device_type, ()):
                 handle(self.ctx, where, t.channel, reading)
+        self._lanes.tick(self.ctx, self.clock_ms)
         changes, self.ctx.changes = self.ctx.changes, []
         return changes

@@ -99,3 +99,18 @@ async def test_the_simulators_flying_lead_is_caught(broker: Broker, small: Estat
     assert flying and flying[0]["change"] == "opened" and flying[0]["unit"] == "b001-u1"
     # The simulator's camera saw the e-bike go up in the lift 20 minutes before.
     assert flying[0]["evidence"][0]["ebike_seen"] is True
+
+
+async def test_the_simulators_blocked_fire_lane_is_caught(broker: Broker, small: Estate, tmp_path: Path) -> None:
+    record = tmp_path / "sent.jsonl"
+    options = SimOptions(mqtt=parse_mqtt_url(broker.url("simulator")), speed=40, duration_s=12, seed=6,
+                         incidents=(Incident.parse("blocked_fire_lane:fl-01"),), incident_delay_s=1.0, record=record)
+    async with Simulator(small, small.devices, options) as sim:
+        await sim.run()
+    estate_file = tmp_path / "small.yaml"
+    estate_file.write_text(dump_estate(small), encoding="utf-8")
+    result = replay(str(record), "--estate", str(estate_file))
+    assert result.returncode == 0, result.stderr
+    lane = [json.loads(line) for line in result.stdout.splitlines() if '"fire_lane"' in line]
+    assert [c["escalation"] for c in lane][:2] == [0, 1], lane
+    assert lane[1]["evidence"][-1]["plate"], "the camera read the blocking car's plate"
