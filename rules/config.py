@@ -102,7 +102,12 @@ class FireLane(Rule):
     permits: list[Permit] = Field(default_factory=list)
 
 
+class DeviceSilent(Rule):
+    intervals: float = Field(3, ge=1, le=1000)
+
+
 class Rules(_Model):
+    device_silent: DeviceSilent = DeviceSilent()
     flying_lead: FlyingLead = FlyingLead()
     fire_lane: FireLane = FireLane()
     fire: Rule = Rule()

@@ -19,6 +19,7 @@ from rules.config import RulesConfig
 from rules.context import Context, Where
 from rules.fire_lane import FireLanes
 from rules.flying_lead import FlyingLead
+from rules.silent import Silent
 
 Handler = Callable[[Context, Where, Channel, Any], None]
 
@@ -42,6 +43,7 @@ class Engine:
         chargers = Chargers()
         flying = FlyingLead()
         self._lanes = FireLanes(self.ctx)
+        self._silent = Silent()
         self._handlers: dict[DeviceType, list[Handler]] = {
             DeviceType.SMOKE_SENSOR: [fire.handle, flying.handle],
             DeviceType.RADIO: [sos.handle],
@@ -72,15 +74,17 @@ class Engine:
         except PayloadError as exc:
             return self._ignore(exc.reason)
         if isinstance(parsed, Status):
-            return []
+            return []  # a retained or will status says nothing about the device being heard now
         lateness_ms = self.ctx.config.lateness_s * 1000
         for reading in sorted(parsed, key=lambda r: r.ts):
             self.processed += 1
             if reading.ts < self.clock_ms - lateness_ms:
                 self.late += 1
             self.clock_ms = max(self.clock_ms, reading.ts)
+            self._silent.seen(self.ctx, where, reading.ts)
             for handle in self._handlers.get(t.device_type, ()):
                 handle(self.ctx, where, t.channel, reading)
         self._lanes.tick(self.ctx, self.clock_ms)
+        self._silent.tick(self.ctx, self.clock_ms)
         changes, self.ctx.changes = self.ctx.changes, []
         return changes

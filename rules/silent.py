@@ -1,0 +1,71 @@
+"""Silent devices: nothing heard for ``intervals`` times a device's reporting interval.
+
+Grouped per building (or zone, or the estate for estate-wide devices) so that a power cut or a
+gateway outage raises one maintenance item listing the devices, not hundreds. Deadlines sit in a
+heap, so each message costs O(log n) however large the estate.
+"""
+
+import heapq
+
+from rules.alerts import Severity
+from rules.context import Context, Where
+
+RULE = "device_silent"
+LISTED = 50  # device ids named in an item's evidence
+
+
+class Silent:
+    def __init__(self) -> None:
+        self.last_seen: dict[str, int] = {}
+        self.where: dict[str, Where] = {}
+        self.deadlines: list[tuple[int, str]] = []
+        self.silent: dict[str, set[str]] = {}  # group -> silent device ids
+
+    @staticmethod
+    def group(where: Where) -> str:
+        return where.building or where.zone or where.site
+
+    def seen(self, ctx: Context, where: Where, ts: int) -> None:
+        rules = ctx.rules_for(where).device_silent
+        device = where.device.id
+        if ts <= self.last_seen.get(device, -1):
+            return
+        self.last_seen[device] = ts
+        self.where[device] = where
+        heapq.heappush(self.deadlines, (ts + int(rules.intervals * where.device.reporting_interval_s * 1000), device))
+        group = self.group(where)
+        quiet = self.silent.get(group)
+        if quiet and device in quiet:
+            quiet.discard(device)
+            if quiet:
+                ctx.note(
+                    RULE,
+                    group,
+                    ts,
+                    {"ts": ts, "back": device, "silent": sorted(quiet)[:LISTED], "silent_count": len(quiet)},
+                )
+            else:
+                ctx.resolve(RULE, group, ts, {"ts": ts, "back": device})
+
+    def tick(self, ctx: Context, now: int) -> None:
+        while self.deadlines and self.deadlines[0][0] <= now:
+            deadline, device = heapq.heappop(self.deadlines)
+            where = self.where[device]
+            rules = ctx.rules_for(where).device_silent
+            expected = self.last_seen[device] + int(rules.intervals * where.device.reporting_interval_s * 1000)
+            if deadline != expected or not rules.enabled:
+                continue  # heard from since; a newer deadline is in the heap
+            group = self.group(where)
+            quiet = self.silent.setdefault(group, set())
+            quiet.add(device)
+            evidence = {
+                "ts": now,
+                "silent": sorted(quiet)[:LISTED],
+                "silent_count": len(quiet),
+                "last_seen": {device: self.last_seen[device]},
+            }
+            title = f"{len(quiet)} device(s) silent in {group}"
+            if ctx.is_open(RULE, group):
+                ctx.note(RULE, group, now, evidence, title=title)
+            else:
+                ctx.open(RULE, group, where, Severity.INFO, title, now, evidence, ctx.grid_workers(where.grid, now))
