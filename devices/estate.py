@@ -10,7 +10,16 @@ from typing import Annotated, Any, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from devices.catalog import CATALOG
 from devices.types import DeviceType
@@ -38,21 +47,31 @@ class Weekday(StrEnum):
     SUN = "sun"
 
 
+def _quoted_time(value: object) -> object:
+    if isinstance(value, int):
+        # YAML 1.1 reads an unquoted 18:00 as the number 1080.
+        raise ValueError("write times in quotes, e.g. '18:00'")
+    return value
+
+
+# A local time of day in a YAML file, which must be quoted.
+LocalTime = Annotated[dt.time, BeforeValidator(_quoted_time)]
+
+
+def in_window(start: dt.time, end: dt.time, now: dt.time) -> bool:
+    """``now`` within [start, end); a window whose end is before its start runs past midnight."""
+    if start <= end:
+        return start <= now < end
+    return now >= start or now < end
+
+
 class Shift(_Model):
     """A worker on duty on these days from ``start`` to ``end`` (``end`` before ``start`` runs past midnight)."""
 
     worker: Id
     days: list[Weekday] = Field(default_factory=lambda: list(Weekday), min_length=1)
-    start: dt.time
-    end: dt.time
-
-    @field_validator("start", "end", mode="before")
-    @classmethod
-    def _quoted_time(cls, value: object) -> object:
-        if isinstance(value, int):
-            # YAML 1.1 reads an unquoted 18:00 as the number 1080.
-            raise ValueError("write times in quotes, e.g. '18:00'")
-        return value
+    start: LocalTime
+    end: LocalTime
 
     def covers(self, at: dt.datetime) -> bool:
         day = list(Weekday)[at.weekday()]

@@ -5,26 +5,18 @@ A bad file fails at start with the line of the offending entry.
 
 import datetime as dt
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Any, Self
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from devices.estate import LocalTime, in_window
 
 DEFAULTS = Path(__file__).with_name("defaults.yaml")
 
 
 class ConfigError(ValueError):
     pass
-
-
-def _quoted_time(value: object) -> object:
-    if isinstance(value, int):
-        # YAML 1.1 reads an unquoted 18:00 as the number 1080.
-        raise ValueError("write times in quotes, e.g. '18:00'")
-    return value
-
-
-LocalTime = Annotated[dt.time, BeforeValidator(_quoted_time)]
 
 
 class _Model(BaseModel):
@@ -36,9 +28,7 @@ class Night(_Model):
     end: LocalTime
 
     def contains(self, local: dt.time) -> bool:
-        if self.start <= self.end:
-            return self.start <= local < self.end
-        return local >= self.start or local < self.end
+        return in_window(self.start, self.end, local)
 
 
 class Rule(_Model):
@@ -64,11 +54,7 @@ class QuietWindow(_Model):
     end: LocalTime
 
     def covers(self, device: str, local: dt.time) -> bool:
-        if device not in self.devices:
-            return False
-        if self.start <= self.end:
-            return self.start <= local < self.end
-        return local >= self.start or local < self.end
+        return device in self.devices and in_window(self.start, self.end, local)
 
 
 class FlyingLead(Rule):

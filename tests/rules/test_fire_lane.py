@@ -18,8 +18,17 @@ def space(feed: Feed, ts: int, occupied: bool, sensor: str = SENSORS[0]) -> list
 def park(feed: Feed, start: int, minutes: float, plate: str | None = "苏C88A21") -> list[dict[str, Any]]:
     """A car stops in the lane: camera and sensor agree; readings every 30 s; then it leaves."""
     out: list[dict[str, Any]] = []
-    out += feed.send("camera", "cam-fl-01", "event", ts=start, type="zone_occupied", zone=LANE, object_kind="car",
-                     plate=plate, confidence=0.95)
+    out += feed.send(
+        "camera",
+        "cam-fl-01",
+        "event",
+        ts=start,
+        type="zone_occupied",
+        zone=LANE,
+        object_kind="car",
+        plate=plate,
+        confidence=0.95,
+    )
     steps = int(minutes * 2)
     for i in range(steps + 1):
         out += space(feed, start + i * 30_000, True)
@@ -35,7 +44,15 @@ def test_a_blocked_lane_is_warned_then_alerted_then_escalated_then_resolved(smal
     stages = [(c["change"], c["severity"], c["escalation"]) for c in changes]
     assert stages[:3] == [("opened", "info", 0), ("updated", "warning", 1), ("updated", "critical", 2)]
     voice, grid, escalated = changes[:3]
-    assert voice["recipients"] == ["speaker:cam-fl-01"] and voice["ts"] == at(15, 1, ) + 30_000
+    assert (
+        voice["recipients"] == ["speaker:cam-fl-01"]
+        and voice["ts"]
+        == at(
+            15,
+            1,
+        )
+        + 30_000
+    )
     assert "worker:w01a" in grid["recipients"] and grid["ts"] == at(15, 5)
     assert "contact:property_manager" in escalated["recipients"] and escalated["ts"] == at(15, 20)
     assert escalated["evidence"][-1]["plate"] == "苏C88A21" and "苏C88A21" in escalated["title"]
@@ -52,8 +69,11 @@ def test_a_three_minute_delivery_stop_reaches_nobody(small: Estate) -> None:
 
 def test_an_ambulance_and_a_permit_are_exempt(small: Estate, tmp_path: Path) -> None:
     cfg = tmp_path / "rules.yaml"
-    cfg.write_text("rules:\n  fire_lane:\n    exempt_plates: ['苏C12000']\n    permits:\n"
-                   "      - {plate: '苏C7MOVE', zone: fl-01, start: '2026-12-01T08:00+08:00', end: '2026-12-01T18:00+08:00'}\n")
+    cfg.write_text(
+        "rules:\n  fire_lane:\n    exempt_plates: ['苏C12000']\n    permits:\n"
+        "      - {plate: '苏C7MOVE', zone: fl-01,\n"
+        "         start: '2026-12-01T08:00+08:00', end: '2026-12-01T18:00+08:00'}\n"
+    )
     config = RulesConfig.load(cfg)
     assert park(Feed(small, config), at(15), 25, plate="苏C12000") == []
     assert park(Feed(small, config), at(15), 25, plate="苏C7MOVE") == []

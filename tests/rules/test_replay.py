@@ -103,8 +103,15 @@ async def test_the_simulators_flying_lead_is_caught(broker: Broker, small: Estat
 
 async def test_the_simulators_blocked_fire_lane_is_caught(broker: Broker, small: Estate, tmp_path: Path) -> None:
     record = tmp_path / "sent.jsonl"
-    options = SimOptions(mqtt=parse_mqtt_url(broker.url("simulator")), speed=40, duration_s=12, seed=6,
-                         incidents=(Incident.parse("blocked_fire_lane:fl-01"),), incident_delay_s=1.0, record=record)
+    options = SimOptions(
+        mqtt=parse_mqtt_url(broker.url("simulator")),
+        speed=40,
+        duration_s=12,
+        seed=6,
+        incidents=(Incident.parse("blocked_fire_lane:fl-01"),),
+        incident_delay_s=1.0,
+        record=record,
+    )
     async with Simulator(small, small.devices, options) as sim:
         await sim.run()
     estate_file = tmp_path / "small.yaml"

@@ -19,8 +19,17 @@ def test_an_outage_raises_one_item_per_building_and_clears_as_devices_return(sma
     assert feed.changes == []
     # Only the radio keeps talking (its own clock moves the engine's): the smoke sensors (300 s) go quiet.
     for minute in range(1, 17):
-        feed.send("radio", "radio-01", "telemetry", ts=at(10, minute), lat=34.24, lon=117.23, accuracy_m=5.0,
-                  speed_m_s=1.0, battery_pct=80.0)
+        feed.send(
+            "radio",
+            "radio-01",
+            "telemetry",
+            ts=at(10, minute),
+            lat=34.24,
+            lon=117.23,
+            accuracy_m=5.0,
+            speed_m_s=1.0,
+            battery_pct=80.0,
+        )
     silent = [c for c in feed.changes if c["rule"] == "device_silent"]
     opened = [c for c in silent if c["change"] == "opened"]
     assert len(opened) == 1 and opened[0]["subject"] == "b001" and opened[0]["ts"] == at(10, 15)
