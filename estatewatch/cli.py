@@ -23,6 +23,14 @@ from store.logs import setup_logging
 from store.registry.db import Registry
 from store.settings import Settings, parse_mqtt_url
 
+estate_option = click.option(
+    "--estate",
+    "estate_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="estate YAML [env ESTATEWATCH_ESTATE_FILE]",
+)
+
 
 def _fail(message: str) -> None:
     raise click.ClickException(message)
@@ -47,13 +55,7 @@ def registry() -> None:
 
 
 @registry.command("init")
-@click.option(
-    "--estate",
-    "estate_file",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="estate YAML [env ESTATEWATCH_ESTATE_FILE]",
-)
+@estate_option
 @setting("db_url")
 def registry_init(estate_file: Path | None, **values: Any) -> None:
     """Load an estate file into the registry (idempotent: run it again after editing the file)."""
@@ -111,13 +113,7 @@ def devices_list(as_json: bool, device_type: str | None, site: str | None, **val
 
 
 @main.command()
-@click.option(
-    "--estate",
-    "estate_file",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="estate YAML [env ESTATEWATCH_ESTATE_FILE]",
-)
+@estate_option
 @setting("mqtt_url")
 @click.option(
     "--rate-scale",
@@ -297,13 +293,7 @@ def rules() -> None:
 
 @rules.command("replay")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--estate",
-    "estate_file",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="estate YAML [env ESTATEWATCH_ESTATE_FILE]",
-)
+@estate_option
 @click.option(
     "--config",
     "config_file",
@@ -418,13 +408,7 @@ def stack_status(show_env: str | None, **values: Any) -> None:
 @stack.command("run")
 @_stack_options
 @setting("db_url")
-@click.option(
-    "--estate",
-    "estate_file",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="estate YAML [env ESTATEWATCH_ESTATE_FILE]",
-)
+@estate_option
 @click.option("--simulate/--no-simulate", default=True, show_default=True, help="also run the simulator")
 @click.option("--sim-args", default="", help="extra flags for the simulator, e.g. '--rate-scale 3'")
 def stack_run(estate_file: Path | None, simulate: bool, sim_args: str, **values: Any) -> None:

@@ -29,7 +29,7 @@ class Chargers:
                     f"Charger {device} port {reading.port} at {reading.temp_c:.0f} °C",
                     ts,
                     {"ts": ts, "temp_c": reading.temp_c, "power_w": reading.power_w},
-                    ctx.grid_workers(where.grid, ts) + ctx.contacts("property_office"),
+                    _caretakers(ctx, where, ts),
                 )
             elif reading.temp_c < limit.clear_below_c:
                 ctx.resolve("charger_overtemp", subject, ts, {"ts": ts, "temp_c": reading.temp_c})
@@ -43,7 +43,7 @@ class Chargers:
                 f"Charger {device} port {reading.port} fault {reading.code}",
                 ts,
                 {"ts": ts, "code": reading.code},
-                ctx.grid_workers(where.grid, ts) + ctx.contacts("property_office"),
+                _caretakers(ctx, where, ts),
             )
         elif reading.type == "session_stop" and reading.reason.value == "overload" and rules.charger_overload.enabled:
             night = ctx.night_of(ts)
@@ -60,5 +60,10 @@ class Chargers:
                     f"Charger {device} port {reading.port} stopped on overload {self.overloads[key]} times tonight",
                     ts,
                     {"ts": ts, "session_id": reading.session_id, "energy_wh": reading.energy_wh},
-                    ctx.grid_workers(where.grid, ts) + ctx.contacts("property_office"),
+                    _caretakers(ctx, where, ts),
                 )
+
+
+def _caretakers(ctx: Context, where: Where, ts: int) -> list[str]:
+    """Who looks after a pile: the grid's workers on duty and the property office."""
+    return ctx.grid_workers(where.grid, ts) + ctx.contacts("property_office")
