@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,6 @@ class Results:
     latency_p99_ms: float = 0.0
     latency_probes: int = 0
     lost: int = 0
-    notes: list[str] = field(default_factory=list)
 
     def ratios(self) -> dict[str, float]:
         return {

@@ -264,7 +264,10 @@ def ingest(**values: Any) -> None:
             )
             await svc.wait()
 
-    _run_service(serve())
+    try:
+        _run_service(serve())
+    except ConnectionError as exc:
+        _fail(str(exc))
 
 
 @main.command()

@@ -32,12 +32,12 @@ from ingest.spool import Spool
 from ingest.writer import Entry, Writer
 from store.health import HealthServer
 from store.influx import Influx, InfluxError
+from store.mqtt import connect
 from store.registry.db import DeviceInfo, Registry
 
 log = logging.getLogger("estatewatch.ingest")
 REGISTRY_REFRESH_S = 30.0
 UNKNOWN_REFRESH_MIN_S = 5.0
-CONNECT_RETRY_MAX_S = 15.0
 
 
 def _duration_ms(text: str) -> int:
@@ -208,15 +208,7 @@ class IngestService:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         self._client = client
-        delay = 0.5
-        while True:
-            try:
-                await client.connect(target.host, target.port, ssl=target.tls, keepalive=30)
-                break
-            except OSError as exc:
-                log.warning("broker %s unreachable (%s); retrying", target.url(), exc)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-                delay = min(delay * 2, CONNECT_RETRY_MAX_S)
+        await connect(client, target, keepalive=30, log=log)
 
     def _on_connect(self, client: Any, session_present: int, rc: int, properties: Any) -> None:
         self.connected = True

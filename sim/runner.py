@@ -15,7 +15,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
@@ -28,6 +28,7 @@ from devices.topics import device_topic
 from devices.types import Channel
 from sim.behaviours import Behaviour, Emission, Fleet, behaviour_for
 from sim.incidents import Incident, inject
+from store.mqtt import connect
 from store.settings import MqttTarget
 
 log = logging.getLogger("estatewatch.sim")
@@ -63,7 +64,6 @@ class Stats:
     acked: int = 0
     reconnects: int = 0
     dropped: int = 0  # device backlog overflowed (BACKLOG_MAX)
-    by_channel: dict[str, int] = field(default_factory=dict)
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -120,7 +120,6 @@ class SimulatedDevice:
         self.send(self.topics[channel], raw.encode())
         self.stats.messages += 1
         self.stats.readings += len(objs)
-        self.stats.by_channel[channel.value] = self.stats.by_channel.get(channel.value, 0) + 1
         if recorder is not None:
             recorder.write(json.dumps({"topic": self.topics[channel], "payload": payload}, ensure_ascii=False) + "\n")
 
@@ -244,9 +243,6 @@ class Simulator:
         return client
 
     async def _connect_one(self, dev: SimulatedDevice, gate: asyncio.Semaphore) -> None:
-        target = self.options.mqtt
-        delay = 0.5
-        deadline = time.monotonic() + self.options.connect_timeout_s
 
         def connected(client: Any, flags: int, rc: int, properties: Any) -> None:
             self.stats.connected += 1
@@ -263,21 +259,16 @@ class Simulator:
         dev.client.on_connect = connected
         dev.client.on_disconnect = disconnected
         async with gate:
-            while True:
-                try:
-                    await dev.client.connect(target.host, target.port, ssl=target.tls, keepalive=60)
-                    return
-                except OSError as exc:
-                    if time.monotonic() > deadline:
-                        raise ConnectionError(f"cannot reach the broker at {target.url()}: {exc}") from exc
-                    await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-                    delay = min(delay * 2, 10.0)
+            await connect(dev.client, self.options.mqtt, give_up_after_s=self.options.connect_timeout_s)
 
     async def _connect_all(self) -> None:
         gate = asyncio.Semaphore(self.options.connect_concurrency)
-        async with asyncio.TaskGroup() as tg:
-            for dev in self._devices:
-                tg.create_task(self._connect_one(dev, gate), name=f"connect:{dev.device.id}")
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for dev in self._devices:
+                    tg.create_task(self._connect_one(dev, gate), name=f"connect:{dev.device.id}")
+        except* ConnectionError as group:
+            raise group.exceptions[0] from None  # one clear reason, not 6,160 copies of it
 
     async def _disconnect_all(self, flush_s: float) -> None:
         """Wait (bounded) for outstanding PUBACKs, then leave with the will: devices go offline."""

@@ -24,23 +24,45 @@ def replay(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def test_recorded_incidents_replay_into_alerts(broker: Broker, small: Estate, tmp_path: Path) -> None:
-    record = tmp_path / "sent.jsonl"
-    incidents = (Incident.parse("smoke_alarm:smk-b001-u1-101"), Incident.parse("sos:radio-01"))
+async def record_incidents(
+    broker: Broker,
+    estate: Estate,
+    folder: Path,
+    *incidents: str,
+    speed: float,
+    seconds: float,
+    seed: int,
+    start_ms: int | None = None,
+) -> tuple[Path, Path]:
+    """Simulate ``estate`` with ``incidents`` on the real broker; returns the recording and the estate file."""
+    record = folder / "sent.jsonl"
     options = SimOptions(
         mqtt=parse_mqtt_url(broker.url("simulator")),
-        speed=30,
-        duration_s=4,
-        seed=3,
-        incidents=incidents,
+        speed=speed,
+        duration_s=seconds,
+        seed=seed,
+        start_ms=start_ms,
+        incidents=tuple(Incident.parse(i) for i in incidents),
         incident_delay_s=1.0,
         record=record,
     )
-    async with Simulator(small, small.devices, options) as sim:
+    async with Simulator(estate, estate.devices, options) as sim:
         await sim.run()
-    estate_file = tmp_path / "small.yaml"
-    estate_file.write_text(dump_estate(small), encoding="utf-8")
+    estate_file = folder / "estate.yaml"
+    estate_file.write_text(dump_estate(estate), encoding="utf-8")
+    return record, estate_file
 
+
+def alert_changes(record: Path, estate_file: Path, rule: str) -> list[dict[str, object]]:
+    result = replay(str(record), "--estate", str(estate_file))
+    assert result.returncode == 0, result.stderr
+    return [c for c in (json.loads(line) for line in result.stdout.splitlines()) if c["rule"] == rule]
+
+
+async def test_recorded_incidents_replay_into_alerts(broker: Broker, small: Estate, tmp_path: Path) -> None:
+    record, estate_file = await record_incidents(
+        broker, small, tmp_path, "smoke_alarm:smk-b001-u1-101", "sos:radio-01", speed=30, seconds=4, seed=3
+    )
     result = replay(str(record), "--estate", str(estate_file))
     assert result.returncode == 0, result.stderr
     changes = [json.loads(line) for line in result.stdout.splitlines()]
@@ -77,47 +99,20 @@ def test_a_bad_config_is_named(tmp_path: Path) -> None:
 async def test_the_simulators_flying_lead_is_caught(broker: Broker, small: Estate, tmp_path: Path) -> None:
     import datetime as dt
 
-    record = tmp_path / "sent.jsonl"
     evening = int(dt.datetime(2026, 12, 1, 19, 0, tzinfo=small.site.tz).timestamp() * 1000)
-    options = SimOptions(
-        mqtt=parse_mqtt_url(broker.url("simulator")),
-        speed=60,
-        duration_s=14,
-        seed=4,
-        start_ms=evening,
-        incidents=(Incident.parse("flying_lead:pm-b001-u1"),),
-        incident_delay_s=2.0,
-        record=record,
+    record, estate_file = await record_incidents(
+        broker, small, tmp_path, "flying_lead:pm-b001-u1", speed=60, seconds=14, seed=4, start_ms=evening
     )
-    async with Simulator(small, small.devices, options) as sim:
-        await sim.run()
-    estate_file = tmp_path / "small.yaml"
-    estate_file.write_text(dump_estate(small), encoding="utf-8")
-    result = replay(str(record), "--estate", str(estate_file))
-    assert result.returncode == 0, result.stderr
-    flying = [json.loads(line) for line in result.stdout.splitlines() if '"flying_lead"' in line]
+    flying = alert_changes(record, estate_file, "flying_lead")
     assert flying and flying[0]["change"] == "opened" and flying[0]["unit"] == "b001-u1"
     # The simulator's camera saw the e-bike go up in the lift 20 minutes before.
     assert flying[0]["evidence"][0]["ebike_seen"] is True
 
 
 async def test_the_simulators_blocked_fire_lane_is_caught(broker: Broker, small: Estate, tmp_path: Path) -> None:
-    record = tmp_path / "sent.jsonl"
-    options = SimOptions(
-        mqtt=parse_mqtt_url(broker.url("simulator")),
-        speed=40,
-        duration_s=12,
-        seed=6,
-        incidents=(Incident.parse("blocked_fire_lane:fl-01"),),
-        incident_delay_s=1.0,
-        record=record,
+    record, estate_file = await record_incidents(
+        broker, small, tmp_path, "blocked_fire_lane:fl-01", speed=40, seconds=12, seed=6
     )
-    async with Simulator(small, small.devices, options) as sim:
-        await sim.run()
-    estate_file = tmp_path / "small.yaml"
-    estate_file.write_text(dump_estate(small), encoding="utf-8")
-    result = replay(str(record), "--estate", str(estate_file))
-    assert result.returncode == 0, result.stderr
-    lane = [json.loads(line) for line in result.stdout.splitlines() if '"fire_lane"' in line]
+    lane = alert_changes(record, estate_file, "fire_lane")
     assert [c["escalation"] for c in lane][:2] == [0, 1], lane
     assert lane[1]["evidence"][-1]["plate"], "the camera read the blocking car's plate"

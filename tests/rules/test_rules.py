@@ -155,37 +155,31 @@ def test_charger_overtemp_opens_and_clears_with_hysteresis(small: Estate) -> Non
     assert cool["change"] == "resolved"
 
 
+OVERLOAD_STOP = {
+    "type": "session_stop",
+    "port": 1,
+    "session_id": "s1",
+    "reason": "overload",
+    "energy_wh": 50.0,
+    "duration_s": 600.0,
+}
+
+
 def test_charger_fault_and_overload_twice_in_one_night(small: Estate) -> None:
     feed = Feed(small)
     [fault] = feed.send("ev_charger", CHG, "event", ts=at(19), type="fault", port=2, code="F7")
     assert (fault["rule"], fault["subject"]) == ("charger_fault", f"{CHG}:2")
-    stop = {
-        "type": "session_stop",
-        "port": 1,
-        "session_id": "s1",
-        "reason": "overload",
-        "energy_wh": 50.0,
-        "duration_s": 600.0,
-    }
-    assert feed.send("ev_charger", CHG, "event", ts=at(22), **stop) == []
-    [twice] = feed.send("ev_charger", CHG, "event", ts=at(2, day=2), **stop)  # the same night, past midnight
+    assert feed.send("ev_charger", CHG, "event", ts=at(22), **OVERLOAD_STOP) == []
+    [twice] = feed.send("ev_charger", CHG, "event", ts=at(2, day=2), **OVERLOAD_STOP)  # the same night, past midnight
     assert (twice["rule"], twice["subject"]) == ("charger_overload", f"{CHG}:1:2026-12-01")
 
 
 def test_overloads_on_different_nights_or_by_day_stay_quiet(small: Estate) -> None:
     feed = Feed(small)
-    stop = {
-        "type": "session_stop",
-        "port": 1,
-        "session_id": "s1",
-        "reason": "overload",
-        "energy_wh": 50.0,
-        "duration_s": 600.0,
-    }
-    assert feed.send("ev_charger", CHG, "event", ts=at(22), **stop) == []
-    assert feed.send("ev_charger", CHG, "event", ts=at(22, day=2), **stop) == []
-    assert feed.send("ev_charger", CHG, "event", ts=at(12, day=3), **stop) == []
-    assert feed.send("ev_charger", CHG, "event", ts=at(13, day=3), **stop) == []
+    assert feed.send("ev_charger", CHG, "event", ts=at(22), **OVERLOAD_STOP) == []
+    assert feed.send("ev_charger", CHG, "event", ts=at(22, day=2), **OVERLOAD_STOP) == []
+    assert feed.send("ev_charger", CHG, "event", ts=at(12, day=3), **OVERLOAD_STOP) == []
+    assert feed.send("ev_charger", CHG, "event", ts=at(13, day=3), **OVERLOAD_STOP) == []
 
 
 DOOR = "door-b001-u1"

@@ -2,6 +2,7 @@
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import paho.mqtt.client as paho
@@ -21,7 +22,7 @@ class Recorder:
         with self.lock:
             return {t for t, _, _ in self.messages}
 
-    def wait_for(self, predicate: "callable[[Recorder], bool]", timeout: float = 30.0) -> bool:  # type: ignore[valid-type]
+    def wait_for(self, predicate: Callable[["Recorder"], bool], timeout: float = 30.0) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if predicate(self):
