@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from devices.catalog import CATALOG
+from devices.payloads.common import Plate
 from devices.types import DeviceType
 
 Id = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
@@ -153,6 +154,13 @@ class Contact(_Model):
     mobile: Mobile
 
 
+class Vehicle(_Model):
+    """A resident's registered vehicle (the gates' list): how a plate leads to its owner's unit."""
+
+    plate: Plate
+    unit: Id
+
+
 class Device(_Model):
     id: Id
     type: DeviceType
@@ -197,6 +205,7 @@ class Estate(_Model):
     buildings: list[Building] = Field(min_length=1)
     zones: list[Zone] = Field(default_factory=list)
     devices: list[Device] = Field(default_factory=list)
+    vehicles: list[Vehicle] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Self:
@@ -229,6 +238,10 @@ class Estate(_Model):
                     raise ValueError(f"device {d.id!r}: unit {d.unit!r} is in building {owner!r}, not {d.building!r}")
             if d.zone is not None and d.zone not in zones:
                 raise ValueError(f"device {d.id!r}: unknown zone {d.zone!r}")
+        _unique("vehicle plate", [v.plate for v in self.vehicles])
+        for v in self.vehicles:
+            if v.unit not in unit_building:
+                raise ValueError(f"vehicle {v.plate!r}: unknown unit {v.unit!r}")
         return self
 
     def building(self, building_id: str) -> Building:

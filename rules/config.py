@@ -88,6 +88,25 @@ class FireLane(Rule):
     permits: list[Permit] = Field(default_factory=list)
 
 
+class Absence(_Model):
+    """An owner's declared long absence: the car stays parked on purpose, it is not abandoned."""
+
+    plate: str
+    start: dt.date
+    end: dt.date
+
+    def covers(self, plate: str, day: dt.date) -> bool:
+        return self.plate == plate and self.start <= day <= self.end
+
+
+class ZombieCar(Rule):
+    watch_days: float = Field(15, ge=0.01, le=3650)
+    alert_days: float = Field(30, ge=0.01, le=3650)
+    critical_days: float = Field(90, ge=0.01, le=3650)
+    history_days: float = Field(120, ge=1, le=3650)
+    absences: list[Absence] = Field(default_factory=list)
+
+
 class DeviceSilent(Rule):
     intervals: float = Field(3, ge=1, le=1000)
 
@@ -96,6 +115,7 @@ class Rules(_Model):
     device_silent: DeviceSilent = DeviceSilent()
     flying_lead: FlyingLead = FlyingLead()
     fire_lane: FireLane = FireLane()
+    zombie_car: ZombieCar = ZombieCar()
     fire: Rule = Rule()
     smoke_maintenance: Rule = Rule()
     sos: Rule = Rule()

@@ -20,6 +20,7 @@ from rules.context import Context, Where
 from rules.fire_lane import FireLanes
 from rules.flying_lead import FlyingLead
 from rules.silent import Silent
+from rules.zombie import ZombieCars
 
 Handler = Callable[[Context, Where, Channel, Any], None]
 
@@ -42,7 +43,8 @@ class Engine:
             self._where[(d.type, d.id)] = Where(estate.site.id, d, grid, building, d.unit, d.zone)
         chargers = Chargers()
         flying = FlyingLead()
-        self._lanes = FireLanes(self.ctx)
+        self._zombies = ZombieCars(self.ctx)
+        self._lanes = FireLanes(self.ctx, owner_of=self._zombies.owner_unit)
         self._silent = Silent()
         self._handlers: dict[DeviceType, list[Handler]] = {
             DeviceType.SMOKE_SENSOR: [fire.handle, flying.handle],
@@ -50,8 +52,9 @@ class Engine:
             DeviceType.EV_CHARGER: [chargers.handle],
             DeviceType.DOOR_CONTROLLER: [access.handle],
             DeviceType.POWER_METER: [flying.handle],
-            DeviceType.CAMERA: [flying.handle, self._lanes.handle],
-            DeviceType.SPACE_SENSOR: [self._lanes.handle],
+            DeviceType.CAMERA: [flying.handle, self._lanes.handle, self._zombies.handle],
+            DeviceType.SPACE_SENSOR: [self._lanes.handle, self._zombies.handle],
+            DeviceType.VEHICLE_GATE: [self._zombies.handle],
         }
 
     def _ignore(self, reason: str) -> list[AlertChange]:
@@ -85,6 +88,7 @@ class Engine:
             for handle in self._handlers.get(t.device_type, ()):
                 handle(self.ctx, where, t.channel, reading)
         self._lanes.tick(self.ctx, self.clock_ms)
+        self._zombies.tick(self.ctx, self.clock_ms)
         self._silent.tick(self.ctx, self.clock_ms)
         changes, self.ctx.changes = self.ctx.changes, []
         return changes

@@ -9,6 +9,7 @@ sensor does not delay an escalation.
 """
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,8 +61,9 @@ class Zone:
 
 
 class FireLanes:
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, owner_of: Callable[[str], str | None] = lambda plate: None) -> None:
         self.zones: dict[str, Zone] = {}
+        self._owner_of = owner_of
         self._lanes = {z.id for z in ctx.estate.zones if z.kind is ZoneKind.FIRE_LANE}
         self._speakers = {d.zone: d.id for d in ctx.estate.devices if d.type is DeviceType.CAMERA and d.zone}
 
@@ -126,6 +128,7 @@ class FireLanes:
             "ts": now,
             "stage": name,
             "plate": zone.plate,
+            "owner_unit": self._owner_of(zone.plate) if zone.plate else None,
             "occupied_share": round(zone.share(now - int(thresholds[reached] * 1000), now), 2),
         }
         title = f"Fire lane {zone_id} blocked" + (f" by {zone.plate}" if zone.plate else "")

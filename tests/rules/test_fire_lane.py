@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Any
 
-from devices.estate import Estate
+from devices.estate import Estate, Vehicle
 from rules.config import RulesConfig
 from tests.rules.test_rules import Feed, at
 
@@ -97,3 +97,13 @@ def test_occupancy_from_sensors_alone(small: Estate) -> None:
     for i in range(13):
         changes += space(feed, at(2) + i * 30_000, True, SENSORS[1])
     assert changes and changes[-1]["escalation"] == 1 and changes[-1]["zone"] == LANE
+
+
+def test_the_blocking_plates_owner_unit_is_named_even_through_a_misread(small: Estate) -> None:
+    estate = small.model_copy(update={"vehicles": [Vehicle(plate="苏C88A21", unit="b002-u1")]})
+    grid = next(c for c in park(Feed(estate), at(15), 6, plate="苏C88A21") if c["escalation"] == 1)
+    assert grid["evidence"][-1]["owner_unit"] == "b002-u1"
+    misread = next(c for c in park(Feed(estate), at(15), 6, plate="苏C88A27") if c["escalation"] == 1)
+    assert misread["evidence"][-1]["owner_unit"] == "b002-u1", "one character off a registered plate"
+    stranger = next(c for c in park(Feed(estate), at(15), 6, plate="苏C99Z99") if c["escalation"] == 1)
+    assert stranger["evidence"][-1]["owner_unit"] is None
