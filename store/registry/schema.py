@@ -1,8 +1,9 @@
 """Tables. Every estate object is keyed by (site_id, id): ids are the estate file's, unique per site."""
 
 import datetime as dt
+from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, func
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, UniqueConstraint, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -75,3 +76,69 @@ class DeviceRow(Base):
     label: Mapped[str | None] = mapped_column(String(120), nullable=True)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class AlertRow(Base):
+    """An alert: the registry is its source of truth (InfluxDB and MQTT get copies).
+
+    ``*_ts`` are event time (the devices' clock), ``*_ms`` wall-clock time (people's), both ms since
+    the epoch: integers compare the same on SQLite and PostgreSQL.
+    """
+
+    __tablename__ = "alerts"
+    # One open alert per (site, rule, subject): open_key is "rule/subject" while open, NULL after,
+    # and NULLs never collide in a unique constraint (SQLite and PostgreSQL alike).
+    __table_args__ = (UniqueConstraint("site_id", "open_key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    site_id: Mapped[str] = mapped_column(String(64), index=True)
+    rule: Mapped[str] = mapped_column(String(64), index=True)
+    subject: Mapped[str] = mapped_column(String(128))
+    open_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    severity: Mapped[str] = mapped_column(String(16))
+    title: Mapped[str] = mapped_column(String(300))
+    escalation: Mapped[int] = mapped_column(Integer, default=0)
+    count: Mapped[int] = mapped_column(Integer, default=1)
+    first_ts: Mapped[int] = mapped_column(BigInteger)  # event time, ms
+    last_ts: Mapped[int] = mapped_column(BigInteger)
+    resolved_ts: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    grid_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    building_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    unit_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    zone_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    assignee: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    recipients: Mapped[list[str]] = mapped_column(JSON, default=list)
+    evidence: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    ack_escalations: Mapped[int] = mapped_column(Integer, default=0)  # raised for want of an acknowledgement
+    opened_at_ms: Mapped[int] = mapped_column(BigInteger)  # wall clock, for ack timers
+    acknowledged_at_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    resolved_at_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class AlertEventRow(Base):
+    """The audit trail: who did what to an alert, and when."""
+
+    __tablename__ = "alert_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id", ondelete="CASCADE"), index=True)
+    at_ms: Mapped[int] = mapped_column(BigInteger)
+    actor: Mapped[str] = mapped_column(String(120))
+    action: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class NotificationRow(Base):
+    """The notifier outbox: one row per message per channel; its key makes a resend impossible."""
+
+    __tablename__ = "notifications"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    channel: Mapped[str] = mapped_column(String(64), index=True)
+    alert_id: Mapped[int] = mapped_column(Integer, index=True)
+    message: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), index=True)  # pending, sent, folded, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_at_ms: Mapped[int] = mapped_column(BigInteger)
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    sent_at_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    error: Mapped[str | None] = mapped_column(String(500), nullable=True)

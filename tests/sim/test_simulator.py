@@ -209,10 +209,20 @@ def test_wrong_credentials_are_a_clear_error_for_simulator_and_ingest(broker: Br
 
     bad = f"mqtt://simulator:wrong@127.0.0.1:{broker.port}"
     for args in (["simulate", "--limit", "3", "--duration", "1"], ["ingest", "--ingest-metrics-port", "0"]):
-        env = {**os.environ, "ESTATEWATCH_MQTT_URL": bad, "ESTATEWATCH_RUN_DIR": str(tmp_path / "run"),
-               "ESTATEWATCH_DB_URL": f"sqlite+aiosqlite:///{tmp_path}/r.db"}
-        result = subprocess.run([sys.executable, "-m", "estatewatch", *args], capture_output=True, text=True,
-                                timeout=60, env=env, check=False)
+        env = {
+            **os.environ,
+            "ESTATEWATCH_MQTT_URL": bad,
+            "ESTATEWATCH_RUN_DIR": str(tmp_path / "run"),
+            "ESTATEWATCH_DB_URL": f"sqlite+aiosqlite:///{tmp_path}/r.db",
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "estatewatch", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
         assert result.returncode == 1, (args, result.stderr[-1500:])
         assert "refused the connection" in result.stderr and "Not authorized" in result.stderr
         assert "Traceback" not in result.stderr

@@ -1,0 +1,160 @@
+"""The alert book: engine changes applied once, people's actions audited, the outbox deduplicated."""
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from store.alerts import AlertNotFoundError, AlertStateError, AlertStore
+from store.registry.db import Registry
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1_764_547_200.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def store(tmp_path: Path, clock: Clock) -> AsyncIterator[AlertStore]:
+    async with Registry(f"sqlite+aiosqlite:///{tmp_path}/reg.db") as reg:
+        yield AlertStore(reg, clock)
+
+
+def snap(**over: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "rule": "fire_lane",
+        "subject": "fl-01",
+        "site": "small",
+        "severity": "info",
+        "title": "Fire lane fl-01 blocked",
+        "first_ts": 1000,
+        "last_ts": 1000,
+        "state": "open",
+        "count": 1,
+        "escalation": 0,
+        "grid": "g01",
+        "building": None,
+        "unit": None,
+        "zone": "fl-01",
+        "recipients": ["speaker:cam-fl-01"],
+        "evidence": [{"ts": 1000, "stage": "voice"}],
+        "resolved_ts": None,
+    }
+    return {**base, **over}
+
+
+async def test_open_escalate_resolve_and_the_audit_trail(store: AlertStore) -> None:
+    opened = await store.apply("opened", 1000, snap())
+    assert opened is not None and (opened.action, opened.notify, opened.alert.state) == ("opened", True, "open")
+    raised = await store.apply(
+        "updated",
+        2000,
+        snap(severity="warning", escalation=1, recipients=["worker:w01a"], evidence=[{"ts": 2000, "stage": "grid"}]),
+    )
+    assert raised is not None and (raised.action, raised.notify) == ("escalated", True)
+    assert raised.alert.recipients == ["speaker:cam-fl-01", "worker:w01a"] and raised.alert.severity == "warning"
+    resolved = await store.apply("resolved", 3000, snap(evidence=[{"ts": 3000, "clear_s": 120}]))
+    assert resolved is not None and (resolved.action, resolved.alert.state, resolved.alert.resolved_ts) == (
+        "resolved",
+        "resolved",
+        3000,
+    )
+    _, trail = await store.get(opened.alert.id)
+    assert [(e.actor, e.action) for e in trail] == [("rules", "opened"), ("rules", "escalated"), ("rules", "resolved")]
+    assert await store.open_alerts() == []
+
+
+async def test_replayed_changes_do_nothing_and_notify_nobody(store: AlertStore) -> None:
+    """A restarted engine replays history: the same changes arrive again."""
+    changes = [
+        ("opened", 1000, snap()),
+        ("repeated", 1500, snap(evidence=[{"ts": 1500}])),
+        ("updated", 2000, snap(severity="warning", escalation=1, evidence=[{"ts": 2000, "stage": "grid"}])),
+    ]
+    for change in changes:
+        await store.apply(*change)
+    for change in changes:
+        assert await store.apply(*change) is None, change[0]
+    [alert] = await store.open_alerts()
+    assert (alert.count, alert.severity, alert.escalation) == (2, "warning", 1)
+
+
+async def test_one_open_alert_per_rule_and_subject(store: AlertStore) -> None:
+    await store.apply("opened", 1000, snap())
+    again = await store.apply("opened", 5000, snap(first_ts=5000, last_ts=5000))
+    assert again is not None and (again.action, again.notify, again.alert.count) == ("repeated", False, 2)
+    assert len(await store.open_alerts()) == 1
+    other = await store.apply("opened", 5000, snap(subject="fl-02"))
+    assert other is not None and other.action == "opened"
+
+
+async def test_people_acknowledge_assign_and_resolve(store: AlertStore, clock: Clock) -> None:
+    opened = await store.apply("opened", 1000, snap(rule="fire", subject="smk-1", severity="critical"))
+    assert opened is not None
+    alert_id = opened.alert.id
+    clock.t += 60
+    acked = await store.acknowledge(alert_id, "worker:w01a", "on my way")
+    assert acked.state == "acknowledged" and acked.acknowledged_at_ms == int(clock.t * 1000)
+    with pytest.raises(AlertStateError):
+        await store.acknowledge(alert_id, "worker:w01a")
+    await store.assign(alert_id, "w01b", "engineer:li")
+    done = await store.resolve(alert_id, "worker:w01b", "false alarm: cooking smoke")
+    assert done.state == "resolved" and done.assignee == "w01b"
+    with pytest.raises(AlertStateError):
+        await store.resolve(alert_id, "worker:w01b")
+    with pytest.raises(AlertNotFoundError):
+        await store.acknowledge(999, "worker:w01a")
+    _, trail = await store.get(alert_id)
+    assert [(e.actor, e.action, e.detail.get("note")) for e in trail] == [
+        ("rules", "opened", None),
+        ("worker:w01a", "acknowledged", "on my way"),
+        ("engineer:li", "assigned", None),
+        ("worker:w01b", "resolved", "false alarm: cooking smoke"),
+    ]
+    # The sensor still alarms after a person closed the case: a new alert, people hear of it again.
+    reopened = await store.apply("repeated", 9000, snap(rule="fire", subject="smk-1", severity="critical"))
+    assert reopened is not None and (reopened.action, reopened.notify) == ("reopened", True)
+    assert reopened.alert.id != alert_id
+
+
+async def test_unacknowledged_alerts_escalate_on_the_wall_clock(store: AlertStore, clock: Clock) -> None:
+    opened = await store.apply("opened", 1000, snap(rule="fire", subject="smk-1", severity="critical"))
+    info = await store.apply("opened", 1000, snap())
+    assert opened is not None and info is not None
+    timeouts = {"critical": [120, 600], "warning": [900]}
+
+    def managers(alert: Any, level: int) -> list[str]:
+        return ["contact:property_manager"] if level == 1 else ["contact:community_police"]
+
+    clock.t += 119
+    assert await store.escalate_unacknowledged(timeouts, managers) == []
+    clock.t += 2
+    [raised] = await store.escalate_unacknowledged(timeouts, managers)
+    assert raised.id == opened.alert.id and raised.ack_escalations == 1
+    assert "contact:property_manager" in raised.recipients
+    assert await store.escalate_unacknowledged(timeouts, managers) == [], "once per level"
+    await store.acknowledge(opened.alert.id, "worker:w01a")
+    clock.t += 1000
+    assert await store.escalate_unacknowledged(timeouts, managers) == [], "acknowledged: no more"
+
+
+async def test_the_outbox_takes_a_key_once(store: AlertStore, clock: Clock) -> None:
+    assert await store.enqueue("1:opened:wecom", "wecom", 1, {"text": "a"})
+    assert not await store.enqueue("1:opened:wecom", "wecom", 1, {"text": "a"})
+    [due] = await store.due("wecom")
+    await store.retry_later([due.id], 5, "HTTP 502")
+    assert await store.due("wecom") == []
+    clock.t += 5
+    [again] = await store.due("wecom")
+    assert again.attempts == 1
+    await store.settle([again.id], "sent")
+    assert await store.outbox("wecom") == [("1:opened:wecom", "sent", 1)]
