@@ -4,11 +4,13 @@ A bad file fails at start with the line of the offending entry.
 """
 
 import datetime as dt
+import os
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Self
+from typing import Annotated, Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from devices.estate import LocalTime, in_window
 
@@ -143,8 +145,53 @@ class Override(_Model):
     rules: dict[str, dict[str, Any]]
 
 
+class ChannelKind(StrEnum):
+    WECOM = "wecom"
+    DINGTALK = "dingtalk"
+    WEBHOOK = "webhook"
+
+
+def _from_env(value: str | None) -> str | None:
+    """``env:NAME`` reads a secret from the environment, so rules files can be committed."""
+    if value is None or not value.startswith("env:"):
+        return value
+    name = value[4:]
+    found = os.environ.get(name)
+    if found is None:
+        raise ValueError(f"environment variable {name} is not set")
+    return found
+
+
+Secret = Annotated[str | None, AfterValidator(_from_env)]
+
+
+class NotifyChannel(_Model):
+    """A robot in a grid's WeCom or DingTalk group, or a JSON webhook."""
+
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+    kind: ChannelKind
+    url: Secret
+    secret: Secret = None  # DingTalk's signing secret
+    grids: list[str] = Field(default_factory=list)  # empty: every grid, and alerts without one
+    min_severity: Literal["info", "warning", "critical"] = "warning"
+    per_minute: float = Field(20, gt=0, le=10_000)  # the robots' limit is about 20 a minute
+    fold_after: int = Field(3, ge=1, le=1000)  # more than this waiting at once: one summary
+
+
+class Notify(_Model):
+    page_url: str | None = None  # the grid workers' page, linked from every message
+    channels: list[NotifyChannel] = Field(default_factory=list)
+    # Seconds after opening, per severity, at which an unacknowledged alert escalates a level...
+    ack_timeouts_s: dict[str, list[float]] = Field(
+        default_factory=lambda: {"critical": [180.0, 900.0], "warning": [1800.0], "info": []}
+    )
+    # ...and the contact roles each level reaches.
+    ack_escalate_to: list[str] = Field(default_factory=lambda: ["property_manager", "community_police"])
+
+
 class RulesConfig(_Model):
     lateness_s: float = Field(120, ge=0, le=86_400)
+    notify: Notify = Notify()
     night: Night = Night(start=dt.time(18), end=dt.time(7))
     rules: Rules = Rules()
     overrides: list[Override] = Field(default_factory=list)

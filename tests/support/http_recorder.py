@@ -1,0 +1,68 @@
+"""A real local HTTP server that records requests and answers from a script: robots and webhooks."""
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass
+class Recorded:
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class Recorder:
+    url: str
+    requests: list[Recorded] = field(default_factory=list)
+    # Answers to give, in order, as (status, JSON body); when empty, 200 {"errcode": 0}.
+    script: list[tuple[int, Any]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@contextmanager
+def http_recorder() -> Iterator[Recorder]:
+    recorder = Recorder(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", 0))
+            raw = self.rfile.read(length)
+            parts = urlsplit(self.path)
+            with recorder.lock:
+                recorder.requests.append(
+                    Recorded(
+                        parts.path,
+                        {k: v[0] for k, v in parse_qs(parts.query).items()},
+                        {k.lower(): v for k, v in self.headers.items()},
+                        json.loads(raw) if raw else None,
+                    )
+                )
+                status, answer = recorder.script.pop(0) if recorder.script else (200, {"errcode": 0, "errmsg": "ok"})
+            payload = json.dumps(answer).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    recorder.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, name="http-recorder", daemon=True)
+    thread.start()
+    try:
+        yield recorder
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
