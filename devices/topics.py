@@ -46,6 +46,14 @@ def command_topic(site: str, device_type: DeviceType, device_id: str) -> str:
     return f"{ROOT}/{site}/{device_type.value}/{device_id}/command"
 
 
+def alerts_topic(site: str, grid: str | None, rule: str) -> str:
+    """Where alert changes go for radios and apps: per grid, so a radio subscribes to its own.
+
+    Seven levels, so that no six-level device subscription (``estate/v1/+/+/+/+``) ever matches.
+    """
+    return f"{ROOT}/{site}/alerts/{grid or '_estate'}/{rule}/change"
+
+
 def subscription(channel: Channel | None = None, site: str = "+") -> str:
     """A wildcard filter for every device topic, optionally one channel only."""
     return f"{ROOT}/{site}/+/+/{channel.value if channel else '+'}"

@@ -16,6 +16,7 @@ from devices.estate import EstateError, load_estate
 from devices.types import DeviceType
 from estatewatch.options import all_settings, setting, settings_from
 from ingest.config import IngestSettings
+from rules.settings import RulesSettings
 from sim.behaviours import sample_devices
 from sim.incidents import Incident, IncidentError, IncidentKind
 from stack.procs import StackError
@@ -240,6 +241,23 @@ def _run_service(coro: Any) -> None:
         asyncio.run(coro)
 
 
+def _serve(service: Any, name: str, extra: dict[str, Any]) -> None:
+    """Run a service (an async context manager with stop() and wait()) until SIGTERM or Ctrl-C."""
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        async with service as svc:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, svc.stop)
+            logging.getLogger(f"estatewatch.{name}").info(f"{name} running", extra=extra)
+            await svc.wait()
+
+    try:
+        _run_service(serve())
+    except ConnectionError as exc:
+        _fail(str(exc))
+
+
 @main.command()
 @all_settings(IngestSettings)
 def ingest(**values: Any) -> None:
@@ -249,25 +267,8 @@ def ingest(**values: Any) -> None:
     settings = settings_from(values, IngestSettings)
     setup_logging(settings.log_level, settings.log_format)
 
-    async def serve() -> None:
-        loop = asyncio.get_running_loop()
-        async with IngestService(settings) as svc:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, svc.stop)
-            logging.getLogger("estatewatch.ingest").info(
-                "ingest running",
-                extra={
-                    "broker": settings.mqtt.url(),
-                    "influx": settings.influx_url,
-                    "metrics_port": settings.ingest_metrics_port,
-                },
-            )
-            await svc.wait()
-
-    try:
-        _run_service(serve())
-    except ConnectionError as exc:
-        _fail(str(exc))
+    extra = {"broker": settings.mqtt.url(), "influx": settings.influx_url, "metrics_port": settings.ingest_metrics_port}
+    _serve(IngestService(settings), "ingest", extra)
 
 
 @main.command()
@@ -321,6 +322,22 @@ def rules_replay(file: Path, estate_file: Path | None, config_file: Path | None)
         _fail(str(exc))
     ignored = ", ".join(f"{k} {v}" for k, v in sorted(engine.ignored.items())) or "none"
     click.echo(f"replay: {engine.processed} readings, {engine.late} late, ignored: {ignored}", err=True)
+
+
+@rules.command("run")
+@all_settings(RulesSettings)
+def rules_run(**values: Any) -> None:
+    """The live engine: broker stream in, alerts to the registry, InfluxDB, MQTT and robots."""
+    from rules.config import ConfigError
+    from rules.service import RulesService
+
+    settings = settings_from(values, RulesSettings)
+    setup_logging(settings.log_level, settings.log_format)
+    extra = {"broker": settings.mqtt.url(), "influx": settings.influx_url, "metrics_port": settings.rules_metrics_port}
+    try:
+        _serve(RulesService(settings), "rules", extra)
+    except (EstateError, ConfigError) as exc:
+        _fail(str(exc))
 
 
 # -- broker ------------------------------------------------------------------------------------

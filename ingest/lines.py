@@ -7,59 +7,17 @@ every other number as a float, so a field's type never changes between writes (a
 InfluxDB refuse the point).
 """
 
-import types
-import typing
 from collections.abc import Callable
 from enum import Enum
 from functools import cache
-from typing import Any, Literal
+from typing import Any
 
-from devices.catalog import CATALOG
 from devices.payloads.common import Reading, Status
-from devices.types import Channel, DeviceType
+from devices.types import Channel
 from store.registry.db import DeviceInfo
+from store.series import TAG_FIELDS, TAG_NAMES, all_fields, escape_key, escape_string, field_kinds, measurement
 
-STATUS_MEASUREMENT = "device_status"
-# Payload fields that become tags rather than fields: low-cardinality keys that split series.
-TAG_FIELDS = frozenset({"port", "type"})
-_TAG_NAMES = {"type": "event_type"}
-
-FieldKind = Literal["int", "float", "bool", "str"]
-
-
-def escape_key(text: str) -> str:
-    """Measurement names, tag keys and tag values: commas, equals signs and spaces escaped."""
-    return text.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ").replace("\n", "\\n")
-
-
-def escape_string(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-
-
-def _kind(annotation: Any) -> FieldKind:
-    origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        return _kind(typing.get_args(annotation)[0])
-    if origin in (typing.Union, types.UnionType):
-        kinds = {_kind(a) for a in typing.get_args(annotation) if a is not type(None)}
-        if len(kinds) != 1:
-            raise TypeError(f"field of mixed type {annotation}")
-        return kinds.pop()
-    if origin is Literal or (isinstance(annotation, type) and issubclass(annotation, (str, Enum))):
-        return "str"
-    if annotation is bool:
-        return "bool"
-    if annotation is int:
-        return "int"
-    if annotation is float:
-        return "float"
-    raise TypeError(f"no line-protocol type for {annotation}")
-
-
-@cache
-def field_kinds(model: type[Reading] | type[Status]) -> tuple[tuple[str, FieldKind], ...]:
-    """(name, kind) of every field of a payload model, ``ts`` left out (it is the timestamp)."""
-    return tuple((name, _kind(info.annotation)) for name, info in model.model_fields.items() if name != "ts")
+__all__ = ["all_fields", "encode", "escape_key", "escape_string", "forget_series", "measurement", "timestamp_ns"]
 
 
 def _float(value: Any) -> str:
@@ -87,15 +45,9 @@ def _plan(
 ) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str, Callable[[Any], str]], ...]]:
     """Per model, once: which fields become tags (name, tag key) and how each field is written."""
     kinds = field_kinds(model)
-    tags = tuple((n, _TAG_NAMES.get(n, n)) for n, _ in kinds if n in TAG_FIELDS)
+    tags = tuple((n, TAG_NAMES.get(n, n)) for n, _ in kinds if n in TAG_FIELDS)
     fields = tuple((n, f"{n}=", _FORMAT[k]) for n, k in kinds if n not in TAG_FIELDS)
     return tags, fields
-
-
-def measurement(device_type: DeviceType, channel: Channel) -> str:
-    if channel is Channel.STATUS:
-        return STATUS_MEASUREMENT
-    return device_type.value if channel is Channel.TELEMETRY else f"{device_type.value}_event"
 
 
 _series: dict[tuple[str, str, Channel, tuple[tuple[str, str], ...]], str] = {}
@@ -152,18 +104,3 @@ def timestamp_ns(item: Reading | Status) -> int:
     """
     seq = getattr(item, "seq", 0)
     return item.ts * 1_000_000 + seq % 1_000_000
-
-
-def all_fields() -> dict[str, dict[str, FieldKind]]:
-    """Every measurement ingest writes and its fields with their kinds (for dashboards and tests)."""
-    out: dict[str, dict[str, FieldKind]] = {STATUS_MEASUREMENT: dict(field_kinds(Status))}
-    for device_type, spec in CATALOG.items():
-        out[measurement(device_type, Channel.TELEMETRY)] = {
-            n: k for n, k in field_kinds(spec.telemetry) if n not in TAG_FIELDS
-        }
-        events: dict[str, FieldKind] = {}
-        for model in spec.event_models():
-            events.update({n: k for n, k in field_kinds(model) if n not in TAG_FIELDS})
-        if events:
-            out[measurement(device_type, Channel.EVENT)] = events
-    return out

@@ -13,7 +13,7 @@ from devices.payloads.common import Status
 from devices.topics import TopicError, parse_topic
 from devices.types import Channel, DeviceType
 from rules import access, fire, sos
-from rules.alerts import AlertChange
+from rules.alerts import Alert, AlertChange
 from rules.chargers import Chargers
 from rules.config import RulesConfig
 from rules.context import Context, Where
@@ -78,17 +78,53 @@ class Engine:
             return self._ignore(exc.reason)
         if isinstance(parsed, Status):
             return []  # a retained or will status says nothing about the device being heard now
+        return self.feed(where, t.channel, parsed)
+
+    def where(self, device_type: DeviceType, device_id: str) -> Where | None:
+        return self._where.get((device_type, device_id))
+
+    def feed(self, where: Where, channel: Channel, readings: list[Any]) -> list[AlertChange]:
+        """Evaluate parsed readings of one device; the alert changes they caused, in order."""
         lateness_ms = self.ctx.config.lateness_s * 1000
-        for reading in sorted(parsed, key=lambda r: r.ts):
+        for reading in sorted(readings, key=lambda r: r.ts):
             self.processed += 1
             if reading.ts < self.clock_ms - lateness_ms:
                 self.late += 1
             self.clock_ms = max(self.clock_ms, reading.ts)
             self._silent.seen(self.ctx, where, reading.ts)
-            for handle in self._handlers.get(t.device_type, ()):
-                handle(self.ctx, where, t.channel, reading)
+            for handle in self._handlers.get(where.device.type, ()):
+                handle(self.ctx, where, channel, reading)
+        self._tick()
+        changes, self.ctx.changes = self.ctx.changes, []
+        return changes
+
+    def _tick(self) -> None:
         self._lanes.tick(self.ctx, self.clock_ms)
         self._zombies.tick(self.ctx, self.clock_ms)
         self._silent.tick(self.ctx, self.clock_ms)
+
+    def feed_plates(self, where: Where, channel: Channel, reading: Any) -> list[AlertChange]:
+        """Weeks of plate history on start: only the zombie-car rule sees it (the rest would raise
+        alerts about the past: a bay's month-old reading is no reason to call it silent now)."""
+        self.clock_ms = max(self.clock_ms, reading.ts)
+        self._zombies.handle(self.ctx, where, channel, reading)
+        self._zombies.tick(self.ctx, self.clock_ms)
         changes, self.ctx.changes = self.ctx.changes, []
         return changes
+
+    def adopt(self, alerts: list[Alert]) -> None:
+        """Alerts the registry holds open that a rebuild did not reopen: the rules own them again."""
+        for alert in alerts:
+            if alert.key in self.ctx.alerts:
+                continue
+            self.ctx.alerts[alert.key] = alert
+            if alert.rule == "fire_lane":
+                self._lanes.adopt(alert)
+            elif alert.rule == "device_silent":
+                self._silent.adopt(alert)
+            elif alert.rule == "zombie_car":
+                self._zombies.adopt(alert)
+
+    def hold_bays(self, since: dict[str, int]) -> None:
+        """Bays occupied without a break since the given times (from history, on start)."""
+        self._zombies.bay_since.update(since)

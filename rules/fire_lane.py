@@ -15,7 +15,7 @@ from typing import Any
 
 from devices.estate import ZoneKind
 from devices.types import Channel, DeviceType
-from rules.alerts import Severity
+from rules.alerts import Alert, Severity
 from rules.config import FireLane as FireLaneRule
 from rules.context import Context, Where
 
@@ -91,6 +91,12 @@ class FireLanes:
             return
         rules = ctx.rules_for(zone.where).fire_lane
         zone.samples.append((reading.ts, zone.occupied(ctx, rules, reading.ts)))
+
+    def adopt(self, alert: Alert) -> None:
+        """An open alert from before a restart: its stage stands, and clearing resolves it."""
+        zone = self.zones.get(alert.subject)
+        if zone is not None:
+            zone.stage = max(zone.stage, alert.escalation)
 
     def tick(self, ctx: Context, now: int) -> None:
         for zone_id, zone in self.zones.items():

@@ -7,7 +7,7 @@ heap, so each message costs O(log n) however large the estate.
 
 import heapq
 
-from rules.alerts import Severity
+from rules.alerts import Alert, Severity
 from rules.context import Context, Where
 
 RULE = "device_silent"
@@ -46,6 +46,11 @@ class Silent:
                 )
             else:
                 ctx.resolve(RULE, group, ts, {"ts": ts, "back": device})
+
+    def adopt(self, alert: Alert) -> None:
+        """An open item from before a restart: its devices stay silent until heard from."""
+        listed: list[str] = next((e["silent"] for e in reversed(alert.evidence) if "silent" in e), [])
+        self.silent.setdefault(alert.subject, set()).update(listed)
 
     def tick(self, ctx: Context, now: int) -> None:
         while self.deadlines and self.deadlines[0][0] <= now:

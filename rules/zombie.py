@@ -15,7 +15,7 @@ from typing import Any
 
 from devices.estate import ZoneKind
 from devices.types import Channel, DeviceType
-from rules.alerts import Severity
+from rules.alerts import Alert, Severity
 from rules.config import ZombieCar
 from rules.context import Context, Where
 from rules.plates import PlateIndex
@@ -109,6 +109,12 @@ class ZombieCars:
         if car.inside:
             rules = self._rules(ctx, car)
             heapq.heappush(self.deadlines, (ts + int(rules.watch_days * DAY_MS), car.plate))
+
+    def adopt(self, alert: Alert) -> None:
+        """An open alert from before a restart: its stage stands, so it is not raised again."""
+        car = self.cars.get(alert.subject)
+        if car is not None:
+            car.stage = max(car.stage, alert.escalation)
 
     # -- time ------------------------------------------------------------------------------------
     def _rules(self, ctx: Context, car: Car) -> ZombieCar:

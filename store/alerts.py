@@ -7,7 +7,7 @@ notifies nobody.
 """
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -216,7 +216,7 @@ class AlertStore:
             return AlertView.of(row)
 
     async def escalate_unacknowledged(
-        self, timeouts_s: dict[str, Sequence[float]], recipients: Callable[[AlertView, int], list[str]]
+        self, timeouts_s: Mapping[str, Sequence[float]], recipients: Callable[[AlertView, int], list[str]]
     ) -> list[AlertView]:
         """Raise open alerts nobody acknowledged in time: ``timeouts_s[severity][n]`` seconds after
         opening is the (n+1)th escalation; ``recipients`` names who the next level reaches."""

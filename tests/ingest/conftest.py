@@ -5,6 +5,7 @@ from typing import Any
 import pytest
 
 from devices.estate import Estate
+from sim.incidents import Incident
 from sim.runner import SimOptions, Simulator
 from store.settings import parse_mqtt_url
 from tests.support.ingest import IngestProcess, ingest_env, load_registry
@@ -49,6 +50,8 @@ async def simulate(
     record: Path | None = None,
     rate_scale: float = 1.0,
     during: Callable[[Simulator], Awaitable[Any]] | None = None,
+    incidents: tuple[str, ...] = (),
+    incident_delay_s: float = 5.0,
 ) -> dict[str, int]:
     """Run the simulator on ``estate``; ``during`` runs alongside (to cause faults). Returns last seq per device."""
     import asyncio
@@ -60,6 +63,8 @@ async def simulate(
         seed=seed,
         record=record,
         rate_scale=rate_scale,
+        incidents=tuple(Incident.parse(i) for i in incidents),
+        incident_delay_s=incident_delay_s,
     )
     async with Simulator(estate, estate.devices, options) as sim:
         run = asyncio.create_task(sim.run())

@@ -1,0 +1,363 @@
+"""The rules service: ``async with RulesService(settings) as svc: await svc.wait()``.
+
+On start it rebuilds the engine from InfluxDB history (weeks of plates for zombie cars, the last
+hour of everything else) and hands every change that rebuild produces to the alert book, which
+ignores what it already holds: a restart neither loses an open incident nor raises it twice. Then it
+consumes the live stream in its own shared-subscription group, QoS 1 with a persistent session,
+acknowledging a message only after its alert changes are in the registry.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any, Self
+
+import gmqtt
+import httpx
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from devices.catalog import MAX_PAYLOAD_BYTES
+from devices.estate import load_estate
+from devices.topics import alerts_topic, command_topic, subscription
+from devices.types import Channel, DeviceType
+from rules import history
+from rules.alerts import Alert, AlertChange, Severity, State
+from rules.config import RulesConfig
+from rules.engine import Engine
+from rules.notify.dispatch import Dispatcher
+from rules.notify.messages import Directory, message, text, wants
+from rules.notify.robots import HttpRobot
+from rules.settings import RulesSettings
+from store.alerts import AlertStore, AlertView, Applied
+from store.health import HealthServer
+from store.influx import Influx, InfluxError
+from store.mqtt import connect
+from store.registry.db import Registry
+from store.series import escape_key, escape_string
+
+log = logging.getLogger("estatewatch.rules")
+DAY_MS = 86_400_000
+MQTT_CHANNEL = "mqtt"
+NOTIFY_ACTIONS = ("opened", "reopened", "escalated")
+ALERTS_MEASUREMENT = "alerts"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.messages = Counter("rules_messages", "messages evaluated", registry=self.registry)
+        self.changes = Counter("rules_alert_changes", "alert changes applied", ["action"], registry=self.registry)
+        self.connected = Gauge("rules_connected", "1 while connected to the broker", registry=self.registry)
+        self.rebuild_s = Gauge("rules_rebuild_seconds", "how long the start-up rebuild took", registry=self.registry)
+
+
+class RulesService:
+    def __init__(self, settings: RulesSettings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.connected = False
+        self.accepting = True
+        self.rebuilt: dict[str, int] = {}
+        self._ready = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._stack = AsyncExitStack()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._client: Any = None
+        self._closing: asyncio.Future[None] | None = None
+        self._mqtt_wake = asyncio.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def __aenter__(self) -> Self:
+        s = self.settings
+        self._closing = asyncio.get_running_loop().create_future()
+        try:
+            self.estate = load_estate(s.estate_file)
+            self.config = RulesConfig.load(s.rules_config)
+            self.engine = Engine(self.estate, self.config)
+            self.directory = Directory(self.estate)
+            self.influx = await self._stack.enter_async_context(Influx(s.influx_url, s.influx_database))
+            registry = await self._stack.enter_async_context(Registry(s.db_url))
+            self.store = AlertStore(registry)
+            http = await self._stack.enter_async_context(httpx.AsyncClient(timeout=10))
+            self.dispatchers = [Dispatcher(HttpRobot(ch, http), self.store) for ch in self.config.notify.channels]
+            if s.rules_metrics_port:
+                self.health = await self._stack.enter_async_context(
+                    HealthServer(s.rules_metrics_host, s.rules_metrics_port, self.metrics.registry, self.problem)
+                )
+            await self._connect()  # queued messages wait for the rebuild (see _on_message)
+            await self._rebuild()
+            self._start_tasks()
+            self._ready.set()
+        except BaseException:
+            await self._close()
+            raise
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.drain()
+        await self._close()
+
+    def stop(self) -> None:
+        self.accepting = False
+        self._stopped.set()
+
+    async def wait(self) -> None:
+        await self._stopped.wait()
+
+    async def drain(self) -> None:
+        """Stop taking messages; let in-flight ones finish (and be acknowledged) within the deadline."""
+        self.accepting = False
+        deadline = time.monotonic() + self.settings.rules_drain_s
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), max(0.0, deadline - time.monotonic()))
+        with contextlib.suppress(Exception):  # the outbox's MQTT messages go out before we leave
+            await asyncio.wait_for(self._publish_due(), 2)
+        await asyncio.sleep(0.05)
+
+    async def _close(self) -> None:
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._client.disconnect(), 5)
+        if self._closing is not None and not self._closing.done():
+            self._closing.set_result(None)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._stack.aclose()
+
+    def _start_tasks(self) -> None:
+        jobs = {f"notify-{d.name}": d.run() for d in self.dispatchers}
+        jobs["mqtt-outbox"] = self._mqtt_outbox()
+        jobs["ack-escalation"] = self._escalate_forever()
+        self._tasks = [asyncio.create_task(job, name=f"rules:{name}") for name, job in jobs.items()]
+        for task in self._tasks:
+            task.add_done_callback(self._task_died)
+
+    def _task_died(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task %s failed; stopping", task.get_name(), exc_info=task.exception())
+            self.stop()
+
+    def problem(self) -> str | None:
+        if not self.connected:
+            return "not connected to the broker"
+        if not self._ready.is_set():
+            return "rebuilding state from history"
+        if any(t.done() for t in self._tasks):
+            return "a task has stopped"
+        return None
+
+    # -- rebuild ---------------------------------------------------------------------------------
+    async def _rebuild(self) -> None:
+        started = time.monotonic()
+        now = int(time.time() * 1000)
+        fast_since = now - self.settings.rules_rebuild_s * 1000
+        plates_since = now - int(self.config.rules.zombie_car.history_days * DAY_MS)
+        changes: list[AlertChange] = []
+        counts = {"plates": 0, "recent": 0}
+        try:
+            plates = [
+                r
+                async for r in history.read(
+                    self.influx, DeviceType.VEHICLE_GATE, Channel.EVENT, plates_since, fast_since
+                )
+            ]
+            plates += [
+                r
+                async for r in history.read(
+                    self.influx, DeviceType.CAMERA, Channel.EVENT, plates_since, fast_since,
+                    event_types=("plate_sighting", "zone_occupied"),
+                )
+            ]  # fmt: skip
+            self.engine.hold_bays(await history.bays_since(self.influx, plates_since))
+            for r in sorted(plates, key=lambda r: r.reading.ts):
+                where = self.engine.where(r.device_type, r.device_id)
+                if where is not None:
+                    changes += self.engine.feed_plates(where, r.channel, r.reading)
+            counts["plates"] = len(plates)
+            recent = []
+            for device_type in DeviceType:
+                for channel in (Channel.TELEMETRY, Channel.EVENT):
+                    recent += [r async for r in history.read(self.influx, device_type, channel, fast_since)]
+            for r in sorted(recent, key=lambda r: r.reading.ts):
+                where = self.engine.where(r.device_type, r.device_id)
+                if where is not None:
+                    changes += self.engine.feed(where, r.channel, [r.reading])
+            counts["recent"] = len(recent)
+        except InfluxError as exc:
+            log.error("cannot read history from InfluxDB (%s); starting from the registry alone", exc)
+        applied = 0
+        for change in changes:
+            applied += await self._apply(change)
+        self.engine.adopt([_as_alert(v) for v in await self.store.open_alerts(self.estate.site.id)])
+        self.rebuilt = {**counts, "changes": len(changes), "new": applied}
+        self.metrics.rebuild_s.set(time.monotonic() - started)
+        log.info("rebuilt rule state from history", extra={**self.rebuilt, "seconds": time.monotonic() - started})
+
+    # -- messages --------------------------------------------------------------------------------
+    async def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
+        await self._ready.wait()
+        if not self.accepting:
+            assert self._closing is not None
+            await self._closing  # never acknowledged: redelivered after the restart
+            return 0
+        self._inflight += 1
+        self._idle.clear()
+        try:
+            changes = self.engine.process(topic, payload)
+            self.metrics.messages.inc()
+            async with self._lock:  # changes reach the registry in the order the engine made them
+                for change in changes:
+                    await self._apply(change)
+        finally:
+            self._inflight -= 1
+            if not self._inflight:
+                self._idle.set()
+        return 0
+
+    async def _apply(self, change: AlertChange) -> int:
+        applied = await self.store.apply(change.change.value, change.ts, change.snapshot)
+        if applied is None:
+            return 0
+        await self._publish_change(applied)
+        return 1
+
+    async def _publish_change(self, applied: Applied) -> None:
+        self.metrics.changes.labels(applied.action).inc()
+        alert = applied.alert
+        await self._mirror(alert, applied.action)
+        if applied.notify:
+            await self._notify(alert, applied.action)
+
+    async def _mirror(self, alert: AlertView, action: str) -> None:
+        """A copy in InfluxDB (Grafana annotations, history) and on MQTT (radios, apps)."""
+        tags = {"site": alert.site, "rule": alert.rule, "severity": alert.severity, "action": action}
+        tags |= {k: v for k, v in (("grid", alert.grid), ("building", alert.building)) if v}
+        line = (
+            ALERTS_MEASUREMENT
+            + "".join(f",{escape_key(k)}={escape_key(v)}" for k, v in sorted(tags.items()))
+            + f" alert_id={alert.id}i,subject={escape_string(alert.subject)},title={escape_string(alert.title)}"
+            + f",state={escape_string(alert.state)},count={alert.count}i,escalation={alert.escalation}i"
+            + f" {alert.last_ts * 1_000_000 + alert.id % 1_000_000}"
+        )
+        try:
+            await self.influx.write(line.encode(), precision="ns")
+        except InfluxError as exc:
+            log.warning("alert %d not mirrored to InfluxDB: %s", alert.id, exc)  # the registry has it
+        doc = {"action": action, **alert.as_json()}
+        key = f"{alert.id}:{action}:{alert.count}:{alert.escalation}:{alert.ack_escalations}:{alert.state}:mqtt"
+        topic = alerts_topic(alert.site, alert.grid, alert.rule)
+        await self.store.enqueue(key, MQTT_CHANNEL, alert.id, {"topic": topic, "payload": doc})
+        self._mqtt_wake.set()
+
+    async def _notify(self, alert: AlertView, action: str) -> None:
+        msg = message(alert, action, self.directory, self.config.notify.page_url)
+        level = f"{alert.escalation}.{alert.ack_escalations}.{alert.severity}"
+        for d in self.dispatchers:
+            if wants(d.robot.channel, alert):
+                await self.store.enqueue(f"{alert.id}:{action}:{level}:{d.name}", d.name, alert.id, msg)
+                d.wake.set()
+        if action not in NOTIFY_ACTIONS:
+            return
+        now = int(time.time() * 1000)
+        for recipient in alert.recipients:
+            kind, _, target = recipient.partition(":")
+            if kind == "radio":
+                topic = command_topic(alert.site, DeviceType.RADIO, target)
+                body = {"ts": now, "type": "alert", "alert_id": alert.id, "severity": alert.severity, "text": text(msg)}
+            elif kind == "speaker":
+                topic = command_topic(alert.site, DeviceType.CAMERA, target)
+                body = {"ts": now, "type": "voice_warning", "zone": alert.zone, "text": "消防通道禁止停车，请立即驶离"}
+            else:
+                continue
+            key = f"{alert.id}:{action}:{level}:{recipient}"
+            await self.store.enqueue(key, MQTT_CHANNEL, alert.id, {"topic": topic, "payload": body})
+        self._mqtt_wake.set()
+
+    async def _escalate_forever(self) -> None:
+        notify = self.config.notify
+        roles = notify.ack_escalate_to
+
+        def reach(alert: AlertView, level: int) -> list[str]:
+            role = roles[min(level, len(roles)) - 1] if roles else None
+            return [f"contact:{role}"] if role else []
+
+        while True:
+            await asyncio.sleep(self.settings.rules_escalation_check_s)
+            for alert in await self.store.escalate_unacknowledged(notify.ack_timeouts_s, reach):
+                await self._publish_change(Applied(alert, "escalated", True))
+
+    # -- MQTT ------------------------------------------------------------------------------------
+    async def _mqtt_outbox(self) -> None:
+        while True:
+            await self._publish_due()
+            self._mqtt_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._mqtt_wake.wait(), 1.0)
+
+    async def _publish_due(self) -> None:
+        if not self.connected:
+            return
+        for item in await self.store.due(MQTT_CHANNEL, limit=500):
+            payload = json.dumps(item.message["payload"], ensure_ascii=False).encode()
+            # QoS 1 in a persistent session: gmqtt resends it after a reconnect until the broker acks.
+            self._client.publish(item.message["topic"], payload, qos=1)
+            await self.store.settle([item.id], "sent")
+
+    async def _connect(self) -> None:
+        s = self.settings
+        client = gmqtt.Client(
+            s.rules_client_id,
+            clean_session=False,
+            optimistic_acknowledgement=False,
+            session_expiry_interval=s.rules_session_expiry_s,
+            receive_maximum=1000,
+            maximum_packet_size=MAX_PAYLOAD_BYTES + 4096,
+            logger=logging.getLogger("gmqtt.rules"),
+        )
+        client.set_config({"reconnect_retries": -1, "reconnect_delay": round(random.uniform(0.1, 0.3), 2)})
+        if s.mqtt.username:
+            client.set_auth_credentials(s.mqtt.username, s.mqtt.password)
+        client.on_message = self._on_message
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        self._client = client
+        await connect(client, s.mqtt, keepalive=30, log=log)
+
+    def _on_connect(self, client: Any, session_present: int, rc: int, properties: Any) -> None:
+        self.connected = True
+        self.metrics.connected.set(1)
+        log.info("connected to the broker", extra={"session_present": bool(session_present)})
+        group = self.settings.rules_share_group
+        prefix = f"$share/{group}/" if group else ""
+        site = self.estate.site.id
+        client.subscribe(
+            [gmqtt.Subscription(prefix + subscription(ch, site), qos=1) for ch in (Channel.TELEMETRY, Channel.EVENT)]
+        )
+        self._mqtt_wake.set()
+
+    def _on_disconnect(self, client: Any, packet: Any, exc: Any = None) -> None:
+        self.connected = False
+        self.metrics.connected.set(0)
+        if self.accepting:
+            log.warning("disconnected from the broker; reconnecting")
+
+
+def _as_alert(v: AlertView) -> Alert:
+    return Alert(
+        rule=v.rule, subject=v.subject, site=v.site, severity=Severity(v.severity), title=v.title,
+        first_ts=v.first_ts, last_ts=v.last_ts, state=State(v.state), count=v.count, escalation=v.escalation,
+        grid=v.grid, building=v.building, unit=v.unit, zone=v.zone, recipients=list(v.recipients),
+        evidence=list(v.evidence),
+    )  # fmt: skip

@@ -1,0 +1,30 @@
+"""The rules service's own settings, on top of the shared ones (``ESTATEWATCH_RULES_*``)."""
+
+import socket
+from pathlib import Path
+
+from pydantic import Field
+
+from store.settings import Settings
+
+
+class RulesSettings(Settings):
+    rules_config: Path | None = Field(None, description="rules YAML merged over the shipped defaults")
+    rules_client_id: str = Field(
+        default_factory=lambda: f"rules-{socket.gethostname()}"[:64],
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="MQTT client id: stable, so a restart resumes the broker session",
+    )
+    rules_share_group: str = Field(
+        "rules",
+        pattern=r"^[A-Za-z0-9_-]{0,64}$",
+        description="shared subscription group of the rules engine (its own, apart from ingest's)",
+    )
+    rules_session_expiry_s: int = Field(3600, ge=0, description="broker keeps the engine's queue this long offline")
+    rules_rebuild_s: int = Field(
+        3600, ge=0, le=86_400 * 7, description="on start, replay this much history from InfluxDB into the rules"
+    )
+    rules_escalation_check_s: float = Field(10.0, gt=0, description="how often unacknowledged alerts are checked")
+    rules_metrics_port: int = Field(9103, ge=0, le=65_535, description="/metrics and /healthz port (0: none)")
+    rules_metrics_host: str = Field("127.0.0.1", description="address the metrics port binds")
+    rules_drain_s: float = Field(10.0, ge=0, description="on SIGTERM, finish in-flight messages for this long")

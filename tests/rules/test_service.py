@@ -1,0 +1,240 @@
+"""The rules service against a real broker, InfluxDB (fed by a real ingest worker) and registry:
+restarts mid-incident neither lose nor repeat an alert; the simulator's incidents reach the notifier."""
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from devices.estate import Estate, dump_estate
+from rules.service import RulesService
+from rules.settings import RulesSettings
+from stack.procs import free_port
+from store.alerts import AlertStore
+from store.registry.db import Registry
+from tests.ingest.conftest import ingest_factory, registry_url, simulate  # noqa: F401 (fixtures)
+from tests.support import mqtt
+from tests.support.http_recorder import Recorder, http_recorder
+from tests.support.ingest import IngestProcess, eventually
+from tests.support.servers import PASSWORD, Broker, InfluxServer
+
+DAY = 86_400_000
+MIN = 60_000
+
+
+@pytest.fixture
+def hook() -> Iterator[Recorder]:
+    with http_recorder() as recorder:
+        yield recorder
+
+
+@pytest.fixture
+def rules_settings(
+    broker: Broker,
+    influxd: InfluxServer,
+    influx_db: str,
+    registry_url: str,
+    tmp_path: Path,
+    small: Estate,
+    hook: Recorder,
+) -> Callable[..., RulesSettings]:
+    estate_file = tmp_path / "estate.yaml"
+    estate_file.write_text(dump_estate(small))
+    config = tmp_path / "rules.yaml"
+    config.write_text(
+        "notify:\n  page_url: http://estate.example/page\n  channels:\n"
+        f"    - {{name: hook, kind: webhook, url: '{hook.url}/alerts', min_severity: info}}\n"
+    )
+
+    def make(**over: Any) -> RulesSettings:
+        values: dict[str, Any] = {
+            "mqtt_url": broker.url("service"),
+            "influx_url": influxd.url,
+            "influx_database": influx_db,
+            "db_url": registry_url,
+            "estate_file": estate_file,
+            "run_dir": tmp_path / "run",
+            "rules_config": config,
+            "rules_client_id": "rules-test",
+            "rules_metrics_port": 0,
+            "rules_escalation_check_s": 0.2,
+            **over,
+        }
+        return RulesSettings.model_validate(values)
+
+    return make
+
+
+@asynccontextmanager
+async def running(settings: RulesSettings) -> AsyncIterator[RulesService]:
+    async with RulesService(settings) as svc:
+        yield svc
+
+
+class Device:
+    """Publishes as the devices do (QoS 1, simulator credentials), waiting for each PUBACK."""
+
+    def __init__(self, broker: Broker, site: str) -> None:
+        self.site = site
+        self.seq: dict[str, int] = {}
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="test-devices", protocol=paho.MQTTv5)
+        self.client.username_pw_set("simulator", PASSWORD)
+        self.client.connect("127.0.0.1", broker.port)
+        self.client.loop_start()
+
+    def send(self, device_type: str, device: str, channel: str, **body: Any) -> None:
+        self.seq[device] = self.seq.get(device, 0) + 1
+        topic = f"estate/v1/{self.site}/{device_type}/{device}/{channel}"
+        info = self.client.publish(topic, json.dumps({"seq": self.seq[device], **body}), qos=1)
+        info.wait_for_publish(10)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def devices(broker: Broker, small: Estate) -> Iterator[Device]:
+    d = Device(broker, small.site.id)
+    yield d
+    d.close()
+
+
+async def alerts(settings: RulesSettings, rule: str) -> list[Any]:
+    async with Registry(settings.db_url) as reg:
+        store = AlertStore(reg)
+        rows = [v for v in await store.open_alerts() if v.rule == rule]
+        trails = [(await store.get(v.id))[1] for v in rows]
+    return list(zip(rows, trails, strict=True))
+
+
+def stored(influxd: InfluxServer, db: str, measurement: str) -> int:
+    rows = influxd.query(db, f'SELECT count("seq") FROM "{measurement}"')
+    return int(rows[0]["count"]) if rows else 0  # type: ignore[call-overload]
+
+
+def sent(hook: Recorder, rule: str) -> list[dict[str, Any]]:
+    """What the webhook received about one rule (the gate's month-old read also makes it look silent)."""
+    return [r.body["alerts"][0] for r in hook.requests if r.body["alerts"][0]["rule"] == rule]
+
+
+def lane(devices: Device, start: int, end: int, occupied: bool) -> None:
+    for ts in range(start, end, 30_000):
+        devices.send("space_sensor", "sp-fl-01-1", "telemetry", ts=ts, occupied=occupied, battery_pct=80.0)
+
+
+async def test_restart_in_the_middle_of_a_fire_lane_incident(
+    rules_settings: Callable[..., RulesSettings],
+    ingest_factory: Callable[..., IngestProcess],  # noqa: F811
+    devices: Device,
+    hook: Recorder,
+    influxd: InfluxServer,
+    influx_db: str,
+) -> None:
+    ingest_factory().start()
+    settings = rules_settings()
+    now = int(time.time() * 1000)
+    start = now - 25 * MIN
+    async with running(settings):
+        lane(devices, start, start + 13 * MIN, True)
+        assert await eventually(lambda: len(hook.requests) >= 2, 20), "voice stage, then the grid"
+    [(alert, trail)] = await alerts(settings, "fire_lane")
+    assert alert.escalation == 1 and [e.action for e in trail] == ["opened", "escalated"]
+    assert await eventually(lambda: stored(influxd, influx_db, "space_sensor") >= 26, 20)
+    sent_before = len(hook.requests)
+
+    async with running(settings) as svc:  # rebuilt from InfluxDB: the same incident, not a new one
+        assert svc.rebuilt["recent"] >= 26 and svc.rebuilt["new"] == 0, svc.rebuilt
+        await asyncio.sleep(1)
+        assert len(hook.requests) == sent_before, "nothing sent twice"
+        lane(devices, start + 13 * MIN, start + 21 * MIN, True)  # on to 20 minutes: escalated
+        assert await eventually(lambda: len(hook.requests) == sent_before + 1, 20)
+        lane(devices, start + 21 * MIN, start + 24 * MIN, False)  # cleared for 3 minutes: resolved
+        assert await eventually(lambda: len(hook.requests) == sent_before + 2, 20)
+    assert await alerts(settings, "fire_lane") == []
+    actions = [r.body["alerts"][0]["action"] for r in hook.requests]
+    assert actions == ["opened", "escalated", "escalated", "resolved"]
+    assert len({r.headers["idempotency-key"] for r in hook.requests}) == len(hook.requests)
+    severities = [r.body["alerts"][0]["severity"] for r in hook.requests]
+    assert severities == ["info", "warning", "critical", "critical"]
+
+
+async def test_restart_in_the_middle_of_a_30_day_zombie_watch(
+    rules_settings: Callable[..., RulesSettings],
+    ingest_factory: Callable[..., IngestProcess],  # noqa: F811
+    devices: Device,
+    hook: Recorder,
+    influxd: InfluxServer,
+    influx_db: str,
+) -> None:
+    ingest_factory().start()
+    settings = rules_settings()
+    now = int(time.time() * 1000)
+    came_in = now - 30 * DAY + 10 * MIN  # 30 days are up in ten minutes
+    plate = "苏C3K7Q2"
+    async with running(settings):
+        read = {"type": "plate_read", "plate": plate, "direction": "in", "confidence": 0.95}
+        devices.send("vehicle_gate", "vg-north", "event", ts=came_in, **read)
+        devices.send("space_sensor", "sp-pk-s01-01", "telemetry", ts=now, occupied=True, battery_pct=80.0)
+        assert await eventually(lambda: len(sent(hook, "zombie_car")) == 1, 20), "15 days: on the watchlist"
+    [(watch, _)] = await alerts(settings, "zombie_car")
+    assert watch.severity == "info" and watch.subject == plate
+    assert await eventually(lambda: stored(influxd, influx_db, "vehicle_gate_event") == 1, 20)
+
+    async with running(settings) as svc:  # weeks of plates rebuilt from InfluxDB
+        assert svc.rebuilt["plates"] == 1 and svc.rebuilt["new"] == 0, svc.rebuilt
+        devices.send("space_sensor", "sp-pk-s01-01", "telemetry", ts=now + 11 * MIN, occupied=True, battery_pct=80.0)
+        assert await eventually(lambda: len(sent(hook, "zombie_car")) == 2, 20)
+    [(verify, trail)] = await alerts(settings, "zombie_car")
+    assert verify.id == watch.id and verify.severity == "warning" and verify.escalation == 1
+    assert [e.action for e in trail] == ["opened", "escalated"]
+    assert [m["action"] for m in sent(hook, "zombie_car")] == ["opened", "escalated"]
+
+
+async def test_the_simulators_smoke_alarm_reaches_the_robot_radios_and_influxdb(
+    rules_settings: Callable[..., RulesSettings],
+    broker: Broker,
+    small: Estate,
+    hook: Recorder,
+    influxd: InfluxServer,
+    influx_db: str,
+) -> None:
+    settings = rules_settings(rules_rebuild_s=0)
+    listener, heard = mqtt.subscribe(broker.port, f"estate/v1/{small.site.id}/#", client_id="test-radio")
+    try:
+        async with running(settings):
+            await simulate(small, broker, 8, speed=1, incidents=("smoke_alarm:smk-b001-u1-101",), incident_delay_s=2)
+            assert await eventually(lambda: any(r.body["alerts"][0]["rule"] == "fire" for r in hook.requests), 20)
+            assert heard.wait_for(lambda r: any("/radio/" in t and t.endswith("/command") for t in r.topics()), 10)
+    finally:
+        mqtt.stop(listener)
+    fire = next(r.body["alerts"][0] for r in hook.requests if r.body["alerts"][0]["rule"] == "fire")
+    assert fire["severity"] == "critical" and fire["subject"] == "smk-b001-u1-101" and fire["mobiles"]
+    assert fire["link"].startswith("http://estate.example/page/alerts/")
+    alert_topics = [t for t in heard.topics() if "/alerts/" in t]
+    assert any(t.endswith("/fire/change") for t in alert_topics)
+    rows = influxd.query(influx_db, "SELECT * FROM alerts WHERE \"rule\" = 'fire'")
+    assert rows and rows[0]["severity"] == "critical"
+
+
+def test_a_bad_rules_config_stops_the_command_with_its_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    bad = tmp_path / "rules.yaml"
+    bad.write_text("rules:\n  fire_lane:\n    voice_after_s: -5\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "estatewatch", "rules", "run", "--rules-config", str(bad), "--rules-metrics-port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "ESTATEWATCH_MQTT_URL": f"mqtt://127.0.0.1:{free_port()}"},
+    )
+    assert out.returncode != 0 and "line 3" in out.stderr and "voice_after_s" in out.stderr, out.stderr
