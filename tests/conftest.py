@@ -9,6 +9,9 @@ from devices.reference import reference_estate
 from tests.support.estates import small_estate
 from tests.support.servers import Broker, InfluxServer, start_broker, start_influx
 
+# Fixtures for tests that run the pipeline (ingest workers, the registry), wherever they live.
+pytest_plugins = ["tests.support.pipeline"]
+
 _db_names = itertools.count(1)
 
 

@@ -8,8 +8,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.catalog import MAX_PAYLOAD_BYTES
-from tests.ingest.conftest import Factory
 from tests.support.mqtt import stop, subscribe
+from tests.support.pipeline import Factory
 from tests.support.servers import PASSWORD, Broker, InfluxServer
 
 METER = "estate/v1/small/power_meter/pm-b001-u1/telemetry"

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from devices.estate import Estate
 from sim.runner import Simulator
-from tests.ingest.conftest import Factory, simulate
 from tests.support.faults import FaultProxy
 from tests.support.ingest import eventually, wait_until_stored
+from tests.support.pipeline import Factory, simulate
 from tests.support.servers import Broker, InfluxServer, start_influx
 
 

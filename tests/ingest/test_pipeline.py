@@ -7,8 +7,8 @@ from pathlib import Path
 from devices.estate import Estate
 from devices.topics import parse_topic
 from ingest.lines import measurement
-from tests.ingest.conftest import Factory, simulate
 from tests.support.ingest import wait_until_stored
+from tests.support.pipeline import Factory, simulate
 from tests.support.servers import Broker, InfluxServer
 
 

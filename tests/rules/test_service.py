@@ -19,10 +19,10 @@ from rules.settings import RulesSettings
 from stack.procs import free_port
 from store.alerts import AlertStore
 from store.registry.db import Registry
-from tests.ingest.conftest import ingest_factory, registry_url, simulate  # noqa: F401 (fixtures)
 from tests.support import mqtt
 from tests.support.http_recorder import Recorder, http_recorder
 from tests.support.ingest import IngestProcess, eventually
+from tests.support.pipeline import simulate
 from tests.support.servers import PASSWORD, Broker, InfluxServer
 
 DAY = 86_400_000
@@ -132,7 +132,7 @@ def lane(devices: Device, start: int, end: int, occupied: bool) -> None:
 
 async def test_restart_in_the_middle_of_a_fire_lane_incident(
     rules_settings: Callable[..., RulesSettings],
-    ingest_factory: Callable[..., IngestProcess],  # noqa: F811
+    ingest_factory: Callable[..., IngestProcess],
     devices: Device,
     hook: Recorder,
     influxd: InfluxServer,
@@ -168,7 +168,7 @@ async def test_restart_in_the_middle_of_a_fire_lane_incident(
 
 async def test_restart_in_the_middle_of_a_30_day_zombie_watch(
     rules_settings: Callable[..., RulesSettings],
-    ingest_factory: Callable[..., IngestProcess],  # noqa: F811
+    ingest_factory: Callable[..., IngestProcess],
     devices: Device,
     hook: Recorder,
     influxd: InfluxServer,
