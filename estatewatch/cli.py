@@ -451,6 +451,26 @@ def bench() -> None:
     """Benchmarks on the local stack; each prints figures against baselines measured in the same run."""
 
 
+@bench.command("rules")
+@click.option(
+    "--hours", type=click.FloatRange(min=1), default=6.0, show_default=True, help="estate hours through the engine"
+)
+@click.option("--latency-seconds", type=click.FloatRange(min=5), default=60.0, show_default=True)
+@click.option("--json-out", type=click.Path(path_type=Path), default=None, help="also write the figures as JSON")
+@_stack_options
+@setting("estate_file")
+def bench_rules(hours: float, latency_seconds: float, json_out: Path | None, **values: Any) -> None:
+    """The engine's events/s with every rule on the full reference estate, its RSS, and fire/SOS
+    event-to-notification latency at the estate's live load."""
+    from bench.rules_bench import report, run, save
+
+    settings = settings_from(values, Settings)
+    results = asyncio.run(run(settings, hours, latency_seconds, lambda line: click.echo(line, err=True)))
+    click.echo(report(results))
+    if json_out:
+        save(results, json_out)
+
+
 @bench.command("ingest")
 @click.option(
     "--messages",

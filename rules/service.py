@@ -236,11 +236,9 @@ class RulesService:
     async def _publish_change(self, applied: Applied) -> None:
         self.metrics.changes.labels(applied.action).inc()
         alert = applied.alert
-        await self._mirror(alert, applied.action)
-        if applied.notify:
-            await self._notify(alert, applied.action)
+        await self._mirror(alert, applied.action, applied.notify)
 
-    async def _mirror(self, alert: AlertView, action: str) -> None:
+    async def _mirror(self, alert: AlertView, action: str, notify: bool) -> None:
         """A copy in InfluxDB (Grafana annotations, history) and on MQTT (radios, apps)."""
         tags = {"site": alert.site, "rule": alert.rule, "severity": alert.severity, "action": action}
         tags |= {k: v for k, v in (("grid", alert.grid), ("building", alert.building)) if v}
@@ -258,18 +256,25 @@ class RulesService:
         doc = {"action": action, **alert.as_json()}
         key = f"{alert.id}:{action}:{alert.count}:{alert.escalation}:{alert.ack_escalations}:{alert.state}:mqtt"
         topic = alerts_topic(alert.site, alert.grid, alert.rule)
-        await self.store.enqueue(key, MQTT_CHANNEL, alert.id, {"topic": topic, "payload": doc})
+        outgoing = [(key, MQTT_CHANNEL, alert.id, {"topic": topic, "payload": doc})]
+        if notify:
+            outgoing += self._notifications(alert, action)
+        await self.store.enqueue_many(outgoing)  # one transaction for the mirror and every recipient
+        for d in self.dispatchers:
+            d.wake.set()
         self._mqtt_wake.set()
 
-    async def _notify(self, alert: AlertView, action: str) -> None:
+    def _notifications(self, alert: AlertView, action: str) -> list[tuple[str, str, int, dict[str, Any]]]:
+        """Outbox items for the robots that want this alert, and commands to radios and speakers."""
         msg = message(alert, action, self.directory, self.config.notify.page_url)
         level = f"{alert.escalation}.{alert.ack_escalations}.{alert.severity}"
-        for d in self.dispatchers:
-            if wants(d.robot.channel, alert):
-                await self.store.enqueue(f"{alert.id}:{action}:{level}:{d.name}", d.name, alert.id, msg)
-                d.wake.set()
+        out = [
+            (f"{alert.id}:{action}:{level}:{d.name}", d.name, alert.id, msg)
+            for d in self.dispatchers
+            if wants(d.robot.channel, alert)
+        ]
         if action not in NOTIFY_ACTIONS:
-            return
+            return out
         now = int(time.time() * 1000)
         for recipient in alert.recipients:
             kind, _, target = recipient.partition(":")
@@ -281,9 +286,10 @@ class RulesService:
                 body = {"ts": now, "type": "voice_warning", "zone": alert.zone, "text": "消防通道禁止停车，请立即驶离"}
             else:
                 continue
-            key = f"{alert.id}:{action}:{level}:{recipient}"
-            await self.store.enqueue(key, MQTT_CHANNEL, alert.id, {"topic": topic, "payload": body})
-        self._mqtt_wake.set()
+            out.append(
+                (f"{alert.id}:{action}:{level}:{recipient}", MQTT_CHANNEL, alert.id, {"topic": topic, "payload": body})
+            )
+        return out
 
     async def _escalate_forever(self) -> None:
         notify = self.config.notify
@@ -309,11 +315,13 @@ class RulesService:
     async def _publish_due(self) -> None:
         if not self.connected:
             return
-        for item in await self.store.due(MQTT_CHANNEL, limit=500):
+        due = await self.store.due(MQTT_CHANNEL, limit=500)
+        for item in due:
             payload = json.dumps(item.message["payload"], ensure_ascii=False).encode()
             # QoS 1 in a persistent session: gmqtt resends it after a reconnect until the broker acks.
             self._client.publish(item.message["topic"], payload, qos=1)
-            await self.store.settle([item.id], "sent")
+        if due:
+            await self.store.settle([i.id for i in due], "sent")
 
     async def _connect(self) -> None:
         s = self.settings

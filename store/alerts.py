@@ -276,6 +276,25 @@ class AlertStore:
             return False
         return True
 
+    async def enqueue_many(self, items: Sequence[tuple[str, str, int, dict[str, Any]]]) -> int:
+        """Queue (key, channel, alert id, message) items in one transaction; keys queued before are
+        skipped. Returns how many were new."""
+        if not items:
+            return 0
+        now = self.now_ms()
+        async with self.registry.session() as s, s.begin():
+            keys = [k for k, _, _, _ in items]
+            seen = set((await s.scalars(select(NotificationRow.key).where(NotificationRow.key.in_(keys)))).all())
+            new = [i for i in items if i[0] not in seen]
+            s.add_all(
+                NotificationRow(
+                    key=key, channel=channel, alert_id=alert_id, message=message, state="pending",
+                    attempts=0, next_at_ms=now, created_at_ms=now,
+                )
+                for key, channel, alert_id, message in {i[0]: i for i in new}.values()
+            )  # fmt: skip
+        return len(new)
+
     async def due(self, channel: str, limit: int = 100) -> list[Outgoing]:
         async with self.registry.session() as s:
             rows = (
