@@ -129,6 +129,8 @@ class AlertStore:
                 self._close(s, row, ts, RULES_ACTOR, "resolved", {"ts": ts, "evidence": snap["evidence"][-1:]})
                 return Applied(AlertView.of(row), "resolved", True)
             if row is None:
+                if await self._seen_closed(s, snap, ts):
+                    return None  # an episode that already ended, replayed after a restart
                 row = self._insert(s, snap, ts)
                 await s.flush()
                 action = "opened" if change == "opened" else "reopened"
@@ -345,6 +347,18 @@ class AlertStore:
     async def _open_row(s: AsyncSession, site: str, rule: str, subject: str) -> AlertRow | None:
         query = select(AlertRow).where(AlertRow.site_id == site, AlertRow.open_key == f"{rule}/{subject}")
         return (await s.scalars(query)).first()
+
+    @staticmethod
+    async def _seen_closed(s: AsyncSession, snap: dict[str, Any], ts: int) -> bool:
+        """A resolved alert of the same episode (same first_ts) that already covers ``ts``."""
+        query = select(AlertRow.last_ts, AlertRow.resolved_ts).where(
+            AlertRow.site_id == snap["site"],
+            AlertRow.rule == snap["rule"],
+            AlertRow.subject == snap["subject"],
+            AlertRow.first_ts == snap["first_ts"],
+            AlertRow.open_key.is_(None),
+        )
+        return any(ts <= max(last, resolved or last) for last, resolved in (await s.execute(query)).all())
 
     @staticmethod
     async def _row(s: AsyncSession, alert_id: int) -> AlertRow:

@@ -88,6 +88,20 @@ async def test_replayed_changes_do_nothing_and_notify_nobody(store: AlertStore) 
     assert (alert.count, alert.severity, alert.escalation) == (2, "warning", 1)
 
 
+async def test_an_episode_that_ended_before_a_restart_is_not_raised_again(store: AlertStore) -> None:
+    episode = [
+        ("opened", 1000, snap()),
+        ("updated", 2000, snap(severity="warning", escalation=1, evidence=[{"ts": 2000, "stage": "grid"}])),
+        ("resolved", 3000, snap(evidence=[{"ts": 3000, "clear_s": 120}])),
+    ]
+    for change in episode:
+        await store.apply(*change)
+    for change in episode:  # the rebuild replays the whole episode
+        assert await store.apply(*change) is None, change[0]
+    again = await store.apply("opened", 9000, snap(first_ts=9000, last_ts=9000))
+    assert again is not None and again.action == "opened", "a new episode is news"
+
+
 async def test_one_open_alert_per_rule_and_subject(store: AlertStore) -> None:
     await store.apply("opened", 1000, snap())
     again = await store.apply("opened", 5000, snap(first_ts=5000, last_ts=5000))
