@@ -27,13 +27,18 @@ class Context:
         self.alerts: dict[tuple[str, str], Alert] = {}
         self.changes: list[AlertChange] = []
         self._grids = {g.id: g for g in estate.grids}
+        self._rules: dict[tuple[str, str, str | None, str | None], Rules] = {}  # merged once per place
         self._radio_holders = {w.radio: w for g in estate.grids for w in g.workers if w.radio}
 
     def local(self, ts: int) -> dt.datetime:
         return dt.datetime.fromtimestamp(ts / 1000, self.estate.site.tz)
 
     def rules_for(self, where: Where) -> Rules:
-        return self.config.for_device(where.site, where.device.id, where.zone, where.building)
+        key = (where.site, where.device.id, where.zone, where.building)
+        found = self._rules.get(key)
+        if found is None:
+            found = self._rules[key] = self.config.for_device(*key)
+        return found
 
     # -- routing ---------------------------------------------------------------------------------
     def grid_workers(self, grid: str | None, ts: int) -> list[str]:

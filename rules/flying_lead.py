@@ -39,6 +39,7 @@ class FlyingLead:
         self.circuits: dict[str, Circuit] = {}
         self.ebike_at: dict[str, int] = {}  # unit -> ts of the last e-bike seen going in
         self.smoke: dict[str, deque[tuple[int, float, float]]] = {}  # unit -> (ts, obscuration, temp)
+        self.unit_circuits: dict[str, set[str]] = {}  # unit -> its circuits (power meters)
 
     def handle(self, ctx: Context, where: Where, channel: Channel, reading: Any) -> None:
         kind = where.device.type
@@ -56,11 +57,14 @@ class FlyingLead:
         recent.append((reading.ts, reading.smoke_obscuration_pct, reading.temp_c))
         while recent and recent[0][0] < reading.ts - SMOKE_WINDOW_MS:
             recent.popleft()
-        if not self._smoke_rising(where.unit):
+        # Smoke only matters to an open, not yet critical alert in the same unit: look for one first
+        # (thousands of smoke readings an hour, almost never such an alert).
+        subjects = [self.circuits[c].subject for c in self.unit_circuits.get(where.unit, ())]
+        open_alerts = [a for s in subjects if s and (a := ctx.alerts.get((RULE, s))) is not None]
+        if not any(a.severity is not Severity.CRITICAL for a in open_alerts) or not self._smoke_rising(where.unit):
             return
-        for circuit in self.circuits.values():
-            alert = ctx.alerts.get((RULE, circuit.subject or ""))
-            if alert is not None and alert.unit == where.unit and alert.severity is not Severity.CRITICAL:
+        for alert in open_alerts:
+            if alert.severity is not Severity.CRITICAL:
                 ctx.note(
                     RULE,
                     alert.subject,
@@ -91,7 +95,11 @@ class FlyingLead:
     def _power(self, ctx: Context, where: Where, reading: Any) -> None:
         rules = ctx.rules_for(where).flying_lead
         device = where.device.id
-        c = self.circuits.setdefault(device, Circuit())
+        c = self.circuits.get(device)
+        if c is None:
+            c = self.circuits[device] = Circuit()
+            if where.unit:
+                self.unit_circuits.setdefault(where.unit, set()).add(device)
         ts, power = reading.ts, reading.power_w
         c.evidence.append({"ts": ts, "power_w": power})
         if c.baseline_w is None:

@@ -85,7 +85,7 @@ class RulesService:
             self.engine = Engine(self.estate, self.config)
             self.directory = Directory(self.estate)
             self.influx = await self._stack.enter_async_context(Influx(s.influx_url, s.influx_database))
-            registry = await self._stack.enter_async_context(Registry(s.db_url))
+            registry = await self._stack.enter_async_context(Registry(s.db_url, pooled=True))
             self.store = AlertStore(registry)
             http = await self._stack.enter_async_context(httpx.AsyncClient(timeout=10))
             self.dispatchers = [Dispatcher(HttpRobot(ch, http), self.store) for ch in self.config.notify.channels]
@@ -239,7 +239,17 @@ class RulesService:
         await self._mirror(alert, applied.action, applied.notify)
 
     async def _mirror(self, alert: AlertView, action: str, notify: bool) -> None:
-        """A copy in InfluxDB (Grafana annotations, history) and on MQTT (radios, apps)."""
+        """Notifications first (people wait for them), then copies on MQTT (radios, apps) and in
+        InfluxDB (Grafana annotations, history)."""
+        doc = {"action": action, **alert.as_json()}
+        key = f"{alert.id}:{action}:{alert.count}:{alert.escalation}:{alert.ack_escalations}:{alert.state}:mqtt"
+        topic = alerts_topic(alert.site, alert.grid, alert.rule)
+        outgoing = self._notifications(alert, action) if notify else []
+        outgoing.append((key, MQTT_CHANNEL, alert.id, {"topic": topic, "payload": doc}))
+        await self.store.enqueue_many(outgoing)  # one transaction for every recipient and the mirror
+        for d in self.dispatchers:
+            d.wake.set()
+        self._mqtt_wake.set()
         tags = {"site": alert.site, "rule": alert.rule, "severity": alert.severity, "action": action}
         tags |= {k: v for k, v in (("grid", alert.grid), ("building", alert.building)) if v}
         line = (
@@ -253,16 +263,6 @@ class RulesService:
             await self.influx.write(line.encode(), precision="ns")
         except InfluxError as exc:
             log.warning("alert %d not mirrored to InfluxDB: %s", alert.id, exc)  # the registry has it
-        doc = {"action": action, **alert.as_json()}
-        key = f"{alert.id}:{action}:{alert.count}:{alert.escalation}:{alert.ack_escalations}:{alert.state}:mqtt"
-        topic = alerts_topic(alert.site, alert.grid, alert.rule)
-        outgoing = [(key, MQTT_CHANNEL, alert.id, {"topic": topic, "payload": doc})]
-        if notify:
-            outgoing += self._notifications(alert, action)
-        await self.store.enqueue_many(outgoing)  # one transaction for the mirror and every recipient
-        for d in self.dispatchers:
-            d.wake.set()
-        self._mqtt_wake.set()
 
     def _notifications(self, alert: AlertView, action: str) -> list[tuple[str, str, int, dict[str, Any]]]:
         """Outbox items for the robots that want this alert, and commands to radios and speakers."""

@@ -5,7 +5,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, event, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -48,17 +48,33 @@ def _sqlite_dir(url: str) -> None:
         Path(url[len(prefix) :]).parent.mkdir(parents=True, exist_ok=True)
 
 
+def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+    # WAL: readers never wait for the writer, and a commit appends instead of rewriting pages;
+    # NORMAL syncs at checkpoints, not every commit (consistent after a crash, the last commits may
+    # be lost on power failure). A busy timeout turns writer contention into a short wait.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
 class Registry:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pooled: bool = False) -> None:
+        """``pooled``: keep SQLite connections open (a busy service); by default each session opens
+        its own, so no aiosqlite thread idles (and polls) between a quiet service's rare reads."""
         self.url = url
+        self.pooled = pooled
         self._engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
 
     async def __aenter__(self) -> Self:
         _sqlite_dir(self.url)
-        # SQLite: no pool, so no aiosqlite thread idles (and polls) between the services' rare reads.
-        pool = {"poolclass": NullPool} if self.url.startswith("sqlite") else {}
+        sqlite = self.url.startswith("sqlite")
+        pool = {"poolclass": NullPool} if sqlite and not self.pooled else {}
         self._engine = create_async_engine(self.url, **pool)
+        if sqlite:
+            event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
         async with self._engine.begin() as conn:
             await conn.run_sync(Base.metadata.create_all)
         self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
