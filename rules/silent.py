@@ -20,19 +20,27 @@ class Silent:
         self.where: dict[str, Where] = {}
         self.deadlines: list[tuple[int, str]] = []
         self.silent: dict[str, set[str]] = {}  # group -> silent device ids
+        self.scheduled: set[str] = set()  # devices with a deadline in the heap (one each at most)
 
     @staticmethod
     def group(where: Where) -> str:
         return where.building or where.zone or where.site
 
+    @staticmethod
+    def _window_ms(ctx: Context, where: Where) -> int:
+        return int(ctx.rules_for(where).device_silent.intervals * where.device.reporting_interval_s * 1000)
+
     def seen(self, ctx: Context, where: Where, ts: int) -> None:
-        rules = ctx.rules_for(where).device_silent
         device = where.device.id
         if ts <= self.last_seen.get(device, -1):
             return
         self.last_seen[device] = ts
         self.where[device] = where
-        heapq.heappush(self.deadlines, (ts + int(rules.intervals * where.device.reporting_interval_s * 1000), device))
+        if device not in self.scheduled:
+            # One deadline per device: a reading only moves last_seen; the deadline, when it comes
+            # due, moves itself forward (a push per reading was most of this rule's cost).
+            self.scheduled.add(device)
+            heapq.heappush(self.deadlines, (ts + self._window_ms(ctx, where), device))
         group = self.group(where)
         quiet = self.silent.get(group)
         if quiet and device in quiet:
@@ -56,10 +64,13 @@ class Silent:
         while self.deadlines and self.deadlines[0][0] <= now:
             deadline, device = heapq.heappop(self.deadlines)
             where = self.where[device]
-            rules = ctx.rules_for(where).device_silent
-            expected = self.last_seen[device] + int(rules.intervals * where.device.reporting_interval_s * 1000)
-            if deadline != expected or not rules.enabled:
-                continue  # heard from since; a newer deadline is in the heap
+            expected = self.last_seen[device] + self._window_ms(ctx, where)
+            if expected > deadline:
+                heapq.heappush(self.deadlines, (expected, device))  # heard from since
+                continue
+            self.scheduled.discard(device)
+            if not ctx.rules_for(where).device_silent.enabled:
+                continue
             group = self.group(where)
             quiet = self.silent.setdefault(group, set())
             quiet.add(device)
