@@ -59,6 +59,9 @@ def _quoted_time(value: object) -> object:
 LocalTime = Annotated[dt.time, BeforeValidator(_quoted_time)]
 
 
+WEEK = tuple(Weekday)  # Monday first, as datetime.weekday() counts
+
+
 def in_window(start: dt.time, end: dt.time, now: dt.time) -> bool:
     """``now`` within [start, end); a window whose end is before its start runs past midnight."""
     if start <= end:
@@ -75,8 +78,8 @@ class Shift(_Model):
     end: LocalTime
 
     def covers(self, at: dt.datetime) -> bool:
-        day = list(Weekday)[at.weekday()]
-        previous = list(Weekday)[(at.weekday() - 1) % 7]
+        day = WEEK[at.weekday()]
+        previous = WEEK[(at.weekday() - 1) % 7]
         now = at.time()
         if self.start <= self.end:
             return day in self.days and self.start <= now < self.end

@@ -9,6 +9,8 @@ from devices.types import DeviceType
 from rules.alerts import Alert, AlertChange, Change, Severity, State
 from rules.config import Rules, RulesConfig
 
+SEVERITY_RANK = {s: i for i, s in enumerate(Severity)}
+
 
 @dataclass(frozen=True)
 class Where:
@@ -120,7 +122,7 @@ class Context:
         alert = self.alerts.get((rule, subject))
         if alert is None:
             return
-        if severity is not None and list(Severity).index(severity) > list(Severity).index(alert.severity):
+        if severity is not None and SEVERITY_RANK[severity] > SEVERITY_RANK[alert.severity]:
             alert.severity = severity
         if title is not None:
             alert.title = title

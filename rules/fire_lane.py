@@ -64,7 +64,6 @@ class FireLanes:
     def __init__(self, ctx: Context, owner_of: Callable[[str], str | None] = lambda plate: None) -> None:
         self.zones: dict[str, Zone] = {}
         self._owner_of = owner_of
-        self._next_tick = 0
         self._lanes = {z.id for z in ctx.estate.zones if z.kind is ZoneKind.FIRE_LANE}
         self._speakers = {d.zone: d.id for d in ctx.estate.devices if d.type is DeviceType.CAMERA and d.zone}
 
@@ -100,10 +99,6 @@ class FireLanes:
             zone.stage = max(zone.stage, alert.escalation)
 
     def tick(self, ctx: Context, now: int) -> None:
-        # Stages are seconds apart: judging once per second of event time is as good as per message.
-        if now < self._next_tick:
-            return
-        self._next_tick = now + 1000
         for zone_id, zone in self.zones.items():
             rules = ctx.rules_for(zone.where).fire_lane
             if not rules.enabled or not zone.samples:

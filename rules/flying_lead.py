@@ -40,6 +40,7 @@ class FlyingLead:
         self.ebike_at: dict[str, int] = {}  # unit -> ts of the last e-bike seen going in
         self.smoke: dict[str, deque[tuple[int, float, float]]] = {}  # unit -> (ts, obscuration, temp)
         self.unit_circuits: dict[str, set[str]] = {}  # unit -> its circuits (power meters)
+        self.alerting = 0  # circuits with an open alert
 
     def handle(self, ctx: Context, where: Where, channel: Channel, reading: Any) -> None:
         kind = where.device.type
@@ -53,12 +54,18 @@ class FlyingLead:
 
     def _smoke(self, ctx: Context, where: Where, reading: Any) -> None:
         assert where.unit is not None
-        recent = self.smoke.setdefault(where.unit, deque(maxlen=200))
-        recent.append((reading.ts, reading.smoke_obscuration_pct, reading.temp_c))
-        while recent and recent[0][0] < reading.ts - SMOKE_WINDOW_MS:
-            recent.popleft()
+        recent = self.smoke.get(where.unit)
+        if recent is None:
+            recent = self.smoke[where.unit] = deque(maxlen=200)
+        ts = reading.ts
+        recent.append((ts, reading.smoke_obscuration_pct, reading.temp_c))
+        if recent[0][0] < ts - SMOKE_WINDOW_MS:
+            while recent and recent[0][0] < ts - SMOKE_WINDOW_MS:
+                recent.popleft()
         # Smoke only matters to an open, not yet critical alert in the same unit: look for one first
         # (thousands of smoke readings an hour, almost never such an alert).
+        if not self.alerting:
+            return
         subjects = [self.circuits[c].subject for c in self.unit_circuits.get(where.unit, ())]
         open_alerts = [a for s in subjects if s and (a := ctx.alerts.get((RULE, s))) is not None]
         if not any(a.severity is not Severity.CRITICAL for a in open_alerts) or not self._smoke_rising(where.unit):
@@ -126,6 +133,7 @@ class FlyingLead:
             return
         c.fired_nights.add(night)
         c.subject = f"{where.unit or device}:{device}:{night.isoformat()}"
+        self.alerting += 1
         ebike = self._ebike_recent(where, ts, rules.ebike_window_min)
         confidence = _confidence(tapered=False, ebike=ebike)
         severity = Severity.CRITICAL if where.unit and self._smoke_rising(where.unit) else Severity.WARNING
@@ -172,6 +180,7 @@ class FlyingLead:
             if ts - c.low_since >= rules.clear_min * MIN:
                 ctx.resolve(RULE, c.subject, ts, {"ts": ts, "power_w": power, "back_to_baseline": True})
                 c.subject, c.step_since, c.low_since, c.tapered = None, None, None, False
+                self.alerting -= 1
         else:
             c.low_since = None
 

@@ -35,12 +35,14 @@ class Silent:
         if ts <= self.last_seen.get(device, -1):
             return
         self.last_seen[device] = ts
-        self.where[device] = where
         if device not in self.scheduled:
             # One deadline per device: a reading only moves last_seen; the deadline, when it comes
             # due, moves itself forward (a push per reading was most of this rule's cost).
             self.scheduled.add(device)
+            self.where[device] = where
             heapq.heappush(self.deadlines, (ts + self._window_ms(ctx, where), device))
+        if not self.silent:
+            return
         group = self.group(where)
         quiet = self.silent.get(group)
         if quiet and device in quiet:
@@ -53,6 +55,7 @@ class Silent:
                     {"ts": ts, "back": device, "silent": sorted(quiet)[:LISTED], "silent_count": len(quiet)},
                 )
             else:
+                del self.silent[group]
                 ctx.resolve(RULE, group, ts, {"ts": ts, "back": device})
 
     def adopt(self, alert: Alert) -> None:
