@@ -36,6 +36,7 @@ from rules.config import RulesConfig
 from rules.engine import Engine
 from sim.behaviours import Fleet, behaviour_for
 from stack.local import LocalStack
+from stack.procs import free_port, port_open
 from store.settings import Settings, parse_mqtt_url
 
 Say = Callable[[str], None]
@@ -165,77 +166,113 @@ class _Hook:
 
 
 async def latency(settings: Settings, estate: Estate, seconds: float, say: Say, results: Results) -> None:
+    hook = _Hook()
+    with tempfile.TemporaryDirectory(prefix="bench-rules-") as tmp:
+        # A broker and InfluxDB of its own: the local stack's broker may hold other sessions' offline
+        # queues, and Mosquitto writes its whole persistence file at every autosave (a 300 MB file
+        # stalled it for about two seconds every ten: that, not the rules, was the latency tail).
+        influx_port = _free_port_pair()
+        private = settings.model_copy(
+            update={
+                "run_dir": Path(tmp) / "run",
+                "mqtt_url": f"mqtt://127.0.0.1:{free_port()}",
+                "influx_url": f"http://127.0.0.1:{influx_port}",
+            }
+        )
+        stack = LocalStack(private)
+        for line in await asyncio.to_thread(lambda: list(stack.up())):
+            say(f"  {line}")
+        try:
+            await _measure(stack, private, estate, seconds, hook, Path(tmp), say, results)
+        finally:
+            for line in await asyncio.to_thread(lambda: list(stack.down())):
+                say(f"  {line}")
+            hook.server.shutdown()
+
+
+def _free_port_pair() -> int:
+    """A free port whose port + 2 is free too (influxd's RPC port)."""
+    while True:
+        port = free_port()
+        if port_open("127.0.0.1", port + 2) is False:
+            return port
+
+
+async def _measure(
+    stack: LocalStack,
+    settings: Settings,
+    estate: Estate,
+    seconds: float,
+    hook: "_Hook",
+    tmp: Path,
+    say: Say,
+    results: Results,
+) -> None:
     from rules.service import RulesService
     from rules.settings import RulesSettings
 
-    stack = LocalStack(settings)
-    for line in await asyncio.to_thread(lambda: list(stack.up())):
-        say(f"  {line}")
-    hook = _Hook()
-    with tempfile.TemporaryDirectory(prefix="bench-rules-") as tmp:
-        config = Path(tmp) / "rules.yaml"
-        config.write_text(
-            "notify:\n  channels:\n"
-            f"    - {{name: bench, kind: webhook, url: '{hook.url}', min_severity: critical,"
-            " per_minute: 10000, fold_after: 1000}\n"
-        )
-        env = stack.service_env("rules")
-        rules_settings = RulesSettings.model_validate(
-            {
-                "mqtt_url": env["ESTATEWATCH_MQTT_URL"],
-                "influx_url": settings.influx_url,
-                "influx_database": settings.influx_database,
-                "db_url": f"sqlite+aiosqlite:///{tmp}/registry.db",
-                "estate_file": settings.estate_file,
-                "rules_config": config,
-                "rules_client_id": "bench-rules",
-                "rules_share_group": "bench-rules",
-                "rules_rebuild_s": 0,
-                "rules_metrics_port": 0,
-                "rules_session_expiry_s": 0,
-            }
-        )
-        now = int(time.time() * 1000)
-        live = [m for chunk in estate_stream(estate, now, seconds / 3600 + 0.01, seed=11) for m in chunk]
-        rate = len(live) / seconds
-        smoke = [d.id for d in estate.devices if d.type is DeviceType.SMOKE_SENSOR]
-        radios = [d.id for d in estate.devices if d.type is DeviceType.RADIO]
-        site = estate.site.id
-        sent: dict[str, float] = {}
+    config = Path(tmp) / "rules.yaml"
+    config.write_text(
+        "notify:\n  channels:\n"
+        f"    - {{name: bench, kind: webhook, url: '{hook.url}', min_severity: critical,"
+        " per_minute: 10000, fold_after: 1000}\n"
+    )
+    env = stack.service_env("rules")
+    rules_settings = RulesSettings.model_validate(
+        {
+            "mqtt_url": env["ESTATEWATCH_MQTT_URL"],
+            "influx_url": settings.influx_url,
+            "influx_database": settings.influx_database,
+            "db_url": f"sqlite+aiosqlite:///{tmp}/registry.db",
+            "estate_file": settings.estate_file,
+            "rules_config": config,
+            "rules_client_id": "bench-rules",
+            "rules_share_group": "bench-rules",
+            "rules_rebuild_s": 0,
+            "rules_metrics_port": 0,
+            "rules_session_expiry_s": 0,
+        }
+    )
+    now = int(time.time() * 1000)
+    live = [m for chunk in estate_stream(estate, now, seconds / 3600 + 0.01, seed=11) for m in chunk]
+    rate = len(live) / seconds
+    smoke = [d.id for d in estate.devices if d.type is DeviceType.SMOKE_SENSOR]
+    radios = [d.id for d in estate.devices if d.type is DeviceType.RADIO]
+    site = estate.site.id
+    sent: dict[str, float] = {}
 
-        rng = random.Random(3)
-        every = max(1, int(rate * 0.25))  # a probe about every quarter second
-        items: list[tuple[str, bytes, str | None]] = []
-        for i, (_, topic, raw) in enumerate(live):
-            items.append((topic, raw, None))
-            if i % every == every - 1:
-                if rng.random() < 0.8:
-                    device = rng.choice(smoke)
-                    body: dict[str, Any] = {"type": "alarm", "smoke_obscuration_pct": 15.0, "temp_c": 45.0}
-                    items.append((f"estate/v1/{site}/smoke_sensor/{device}/event", json.dumps(body).encode(), device))
-                else:
-                    device = rng.choice(radios)
-                    body = {"type": "sos", "lat": 34.244, "lon": 117.238}
-                    items.append((f"estate/v1/{site}/radio/{device}/event", json.dumps(body).encode(), device))
+    rng = random.Random(3)
+    every = max(1, int(rate * 0.25))  # a probe about every quarter second
+    items: list[tuple[str, bytes, str | None]] = []
+    for i, (_, topic, raw) in enumerate(live):
+        items.append((topic, raw, None))
+        if i % every == every - 1:
+            if rng.random() < 0.8:
+                device = rng.choice(smoke)
+                body: dict[str, Any] = {"type": "alarm", "smoke_obscuration_pct": 15.0, "temp_c": 45.0}
+                items.append((f"estate/v1/{site}/smoke_sensor/{device}/event", json.dumps(body).encode(), device))
+            else:
+                device = rng.choice(radios)
+                body = {"type": "sos", "lat": 34.244, "lon": 117.238}
+                items.append((f"estate/v1/{site}/radio/{device}/event", json.dumps(body).encode(), device))
 
-        def stream() -> Iterator[tuple[str, bytes]]:
-            for topic, raw, probe in items:
-                if probe is None:
-                    yield topic, raw
-                elif probe not in sent:  # one alert per device: a repeat would not notify
-                    sent[probe] = time.time()
-                    body = json.loads(raw)
-                    yield topic, json.dumps({"ts": int(sent[probe] * 1000), "seq": 1, **body}).encode()
+    def stream() -> Iterator[tuple[str, bytes]]:
+        for topic, raw, probe in items:
+            if probe is None:
+                yield topic, raw
+            elif probe not in sent:  # one alert per device: a repeat would not notify
+                sent[probe] = time.time()
+                body = json.loads(raw)
+                yield topic, json.dumps({"ts": int(sent[probe] * 1000), "seq": 1, **body}).encode()
 
-        async with RulesService(rules_settings):
-            say(f"  live stream {rate:,.0f} msg/s for {seconds:.0f} s with smoke-alarm and SOS probes")
-            target = parse_mqtt_url(env["ESTATEWATCH_MQTT_URL"])
-            count = len(live) + len({p for _, _, p in items if p})
-            await publish(target, stream(), count, client_prefix="bench-rules-pub", rate=rate)
-            deadline = time.monotonic() + 10
-            while len(hook.arrived) < len(sent) and time.monotonic() < deadline:  # noqa: ASYNC110 (another thread fills it)
-                await asyncio.sleep(0.1)
-    hook.server.shutdown()
+    async with RulesService(rules_settings):
+        say(f"  live stream {rate:,.0f} msg/s for {seconds:.0f} s with smoke-alarm and SOS probes")
+        target = parse_mqtt_url(env["ESTATEWATCH_MQTT_URL"])
+        count = len(live) + len({p for _, _, p in items if p})
+        await publish(target, stream(), count, client_prefix="bench-rules-pub", rate=rate)
+        deadline = time.monotonic() + 10
+        while len(hook.arrived) < len(sent) and time.monotonic() < deadline:  # noqa: ASYNC110 (another thread fills it)
+            await asyncio.sleep(0.1)
     delays = sorted((hook.arrived[d] - t) * 1000 for d, t in sent.items() if d in hook.arrived)
     results.live_rate_msg_s = rate
     results.probes = len(sent)
@@ -255,7 +292,7 @@ async def run(settings: Settings, hours: float, latency_s: float, say: Say) -> R
     engine_rate(estate, hours, say, results)
     r = results
     say(f"  {r.engine_msg_s:,.0f} msg/s (validation alone {r.validate_msg_s:,.0f}), RSS {r.rss_mb:.0f} MB")
-    say("latency: the rules service on the local stack")
+    say("latency: the rules service on a broker and InfluxDB of its own")
     await latency(settings, estate, latency_s, say, results)
     return results
 

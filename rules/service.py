@@ -74,6 +74,7 @@ class RulesService:
         self._client: Any = None
         self._closing: asyncio.Future[None] | None = None
         self._mqtt_wake = asyncio.Event()
+        self._mirror_lines: asyncio.Queue[str] = asyncio.Queue()
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def __aenter__(self) -> Self:
@@ -123,6 +124,12 @@ class RulesService:
             await asyncio.wait_for(self._idle.wait(), max(0.0, deadline - time.monotonic()))
         with contextlib.suppress(Exception):  # the outbox's MQTT messages go out before we leave
             await asyncio.wait_for(self._publish_due(), 2)
+        lines = []
+        while not self._mirror_lines.empty():
+            lines.append(self._mirror_lines.get_nowait())
+        if lines:
+            with contextlib.suppress(InfluxError, TimeoutError):
+                await asyncio.wait_for(self.influx.write("\n".join(lines).encode(), precision="ns"), 5)
         await asyncio.sleep(0.05)
 
     async def _close(self) -> None:
@@ -139,6 +146,7 @@ class RulesService:
     def _start_tasks(self) -> None:
         jobs = {f"notify-{d.name}": d.run() for d in self.dispatchers}
         jobs["mqtt-outbox"] = self._mqtt_outbox()
+        jobs["influx-mirror"] = self._write_mirror()
         jobs["ack-escalation"] = self._escalate_forever()
         self._tasks = [asyncio.create_task(job, name=f"rules:{name}") for name, job in jobs.items()]
         for task in self._tasks:
@@ -239,8 +247,8 @@ class RulesService:
         await self._mirror(alert, applied.action, applied.notify)
 
     async def _mirror(self, alert: AlertView, action: str, notify: bool) -> None:
-        """Notifications first (people wait for them), then copies on MQTT (radios, apps) and in
-        InfluxDB (Grafana annotations, history)."""
+        """Notifications and the MQTT copy (radios, apps) in one outbox transaction; the InfluxDB
+        copy (Grafana annotations, history) queued for its writer."""
         doc = {"action": action, **alert.as_json()}
         key = f"{alert.id}:{action}:{alert.count}:{alert.escalation}:{alert.ack_escalations}:{alert.state}:mqtt"
         topic = alerts_topic(alert.site, alert.grid, alert.rule)
@@ -252,17 +260,27 @@ class RulesService:
         self._mqtt_wake.set()
         tags = {"site": alert.site, "rule": alert.rule, "severity": alert.severity, "action": action}
         tags |= {k: v for k, v in (("grid", alert.grid), ("building", alert.building)) if v}
-        line = (
+        self._mirror_lines.put_nowait(
             ALERTS_MEASUREMENT
             + "".join(f",{escape_key(k)}={escape_key(v)}" for k, v in sorted(tags.items()))
             + f" alert_id={alert.id}i,subject={escape_string(alert.subject)},title={escape_string(alert.title)}"
             + f",state={escape_string(alert.state)},count={alert.count}i,escalation={alert.escalation}i"
             + f" {alert.last_ts * 1_000_000 + alert.id % 1_000_000}"
         )
-        try:
-            await self.influx.write(line.encode(), precision="ns")
-        except InfluxError as exc:
-            log.warning("alert %d not mirrored to InfluxDB: %s", alert.id, exc)  # the registry has it
+
+    async def _write_mirror(self) -> None:
+        """The InfluxDB copy, off the message path: batched, retried, never blocking an alert."""
+        while True:
+            lines = [await self._mirror_lines.get()]
+            while not self._mirror_lines.empty():
+                lines.append(self._mirror_lines.get_nowait())
+            for attempt in range(5):
+                try:
+                    await self.influx.write("\n".join(lines).encode(), precision="ns")
+                    break
+                except InfluxError as exc:  # the registry has them; the copy may wait
+                    log.warning("alerts not mirrored to InfluxDB yet (%s)", exc)
+                    await asyncio.sleep(min(30.0, 2.0**attempt))
 
     def _notifications(self, alert: AlertView, action: str) -> list[tuple[str, str, int, dict[str, Any]]]:
         """Outbox items for the robots that want this alert, and commands to radios and speakers."""

@@ -73,9 +73,8 @@ class Dispatcher:
 
     async def run(self) -> None:
         while True:
-            handled = await self.run_once()
-            if not handled:
-                self.wake.clear()
+            self.wake.clear()  # before looking: a message queued while we look wakes the next round
+            if not await self.run_once():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), max(self.poll_s, self.window.wait_s()))
 
