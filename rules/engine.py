@@ -142,6 +142,13 @@ class Engine:
             elif alert.rule == "zombie_car":
                 self._zombies.adopt(alert)
 
+    def plates_snapshot(self) -> dict[str, Any]:
+        return {"clock_ms": self.clock_ms, **self._zombies.snapshot()}
+
+    def restore_plates(self, doc: dict[str, Any]) -> int:
+        # The clock is not restored: the replay that follows moves it, and rules judge by it.
+        return self._zombies.restore(self.ctx, doc, self.where)
+
     def hold_bays(self, since: dict[str, int]) -> None:
         """Bays occupied without a break since the given times (from history, on start)."""
         self._zombies.bay_since.update(since)

@@ -34,6 +34,7 @@ from rules.notify.messages import Directory, message, text, wants
 from rules.notify.robots import HttpRobot
 from rules.settings import RulesSettings
 from store.alerts import AlertStore, AlertView, Applied
+from store.checkpoints import Checkpoints
 from store.health import HealthServer
 from store.influx import Influx, InfluxError
 from store.mqtt import connect
@@ -45,6 +46,14 @@ DAY_MS = 86_400_000
 MQTT_CHANNEL = "mqtt"
 NOTIFY_ACTIONS = ("opened", "reopened", "escalated")
 ALERTS_MEASUREMENT = "alerts"
+PLATES_CHECKPOINT = "zombie_car"
+PLATES_OVERLAP_MS = 3_600_000
+RECENT_WINDOW_MS = 600_000
+Source = tuple[DeviceType, Channel, tuple[str, ...]]
+PLATE_SOURCES: list[Source] = [
+    (DeviceType.VEHICLE_GATE, Channel.EVENT, ()),
+    (DeviceType.CAMERA, Channel.EVENT, ("plate_sighting", "zone_occupied")),
+]
 
 
 class Metrics:
@@ -88,6 +97,7 @@ class RulesService:
             self.influx = await self._stack.enter_async_context(Influx(s.influx_url, s.influx_database))
             registry = await self._stack.enter_async_context(Registry(s.db_url, pooled=True))
             self.store = AlertStore(registry)
+            self.checkpoints = Checkpoints(registry)
             http = await self._stack.enter_async_context(httpx.AsyncClient(timeout=10))
             self.dispatchers = [Dispatcher(HttpRobot(ch, http), self.store) for ch in self.config.notify.channels]
             if s.rules_metrics_port:
@@ -124,6 +134,9 @@ class RulesService:
             await asyncio.wait_for(self._idle.wait(), max(0.0, deadline - time.monotonic()))
         with contextlib.suppress(Exception):  # the outbox's MQTT messages go out before we leave
             await asyncio.wait_for(self._publish_due(), 2)
+        if self._ready.is_set():
+            with contextlib.suppress(Exception):  # a failed last checkpoint costs a longer rebuild, no data
+                await asyncio.wait_for(self._checkpoint(), 5)
         lines = []
         while not self._mirror_lines.empty():
             lines.append(self._mirror_lines.get_nowait())
@@ -147,6 +160,7 @@ class RulesService:
         jobs = {f"notify-{d.name}": d.run() for d in self.dispatchers}
         jobs["mqtt-outbox"] = self._mqtt_outbox()
         jobs["influx-mirror"] = self._write_mirror()
+        jobs["checkpoint"] = self._checkpoint_forever()
         jobs["ack-escalation"] = self._escalate_forever()
         self._tasks = [asyncio.create_task(job, name=f"rules:{name}") for name, job in jobs.items()]
         for task in self._tasks:
@@ -168,50 +182,62 @@ class RulesService:
 
     # -- rebuild ---------------------------------------------------------------------------------
     async def _rebuild(self) -> None:
+        """Plates from the last checkpoint (or ``history_days`` of InfluxDB without one), then the last
+        ``rules_rebuild_s`` of everything; read window by window so memory stays bounded."""
         started = time.monotonic()
         now = int(time.time() * 1000)
+        site = self.estate.site.id
         fast_since = now - self.settings.rules_rebuild_s * 1000
         plates_since = now - int(self.config.rules.zombie_car.history_days * DAY_MS)
+        checkpoint = await self.checkpoints.get(site, PLATES_CHECKPOINT)
+        counts = {"cars_from_checkpoint": 0, "plates": 0, "recent": 0}
+        if checkpoint is not None:
+            counts["cars_from_checkpoint"] = self.engine.restore_plates(checkpoint)
+            # Replayed over the checkpoint with a margin: late reads, and reads a replay finds twice.
+            plates_since = max(plates_since, int(checkpoint.get("clock_ms", 0)) - PLATES_OVERLAP_MS)
         changes: list[AlertChange] = []
-        counts = {"plates": 0, "recent": 0}
         try:
-            plates = [
-                r
-                async for r in history.read(
-                    self.influx, DeviceType.VEHICLE_GATE, Channel.EVENT, plates_since, fast_since
-                )
-            ]
-            plates += [
-                r
-                async for r in history.read(
-                    self.influx, DeviceType.CAMERA, Channel.EVENT, plates_since, fast_since,
-                    event_types=("plate_sighting", "zone_occupied"),
-                )
-            ]  # fmt: skip
-            self.engine.hold_bays(await history.bays_since(self.influx, plates_since))
-            for r in sorted(plates, key=lambda r: r.reading.ts):
-                where = self.engine.where(r.device_type, r.device_id)
-                if where is not None:
-                    changes += self.engine.feed_plates(where, r.channel, r.reading)
-            counts["plates"] = len(plates)
-            recent = []
-            for device_type in DeviceType:
-                for channel in (Channel.TELEMETRY, Channel.EVENT):
-                    recent += [r async for r in history.read(self.influx, device_type, channel, fast_since)]
-            for r in sorted(recent, key=lambda r: r.reading.ts):
-                where = self.engine.where(r.device_type, r.device_id)
-                if where is not None:
-                    changes += self.engine.feed(where, r.channel, [r.reading])
-            counts["recent"] = len(recent)
+            if checkpoint is None:
+                self.engine.hold_bays(await history.bays_since(self.influx, plates_since))
+            for start in range(plates_since, fast_since, DAY_MS):
+                stored = await self._history(PLATE_SOURCES, start, min(start + DAY_MS, fast_since))
+                for r in stored:
+                    where = self.engine.where(r.device_type, r.device_id)
+                    if where is not None:
+                        changes += self.engine.feed_plates(where, r.channel, r.reading)
+                counts["plates"] += len(stored)
+            every: list[Source] = [(t, c, ()) for t in DeviceType for c in (Channel.TELEMETRY, Channel.EVENT)]
+            for start in range(fast_since, now, RECENT_WINDOW_MS):
+                stored = await self._history(every, start, min(start + RECENT_WINDOW_MS, now))
+                for r in stored:
+                    where = self.engine.where(r.device_type, r.device_id)
+                    if where is not None:
+                        changes += self.engine.feed(where, r.channel, [r.reading])
+                counts["recent"] += len(stored)
         except InfluxError as exc:
             log.error("cannot read history from InfluxDB (%s); starting from the registry alone", exc)
         applied = 0
         for change in changes:
             applied += await self._apply(change)
-        self.engine.adopt([_as_alert(v) for v in await self.store.open_alerts(self.estate.site.id)])
+        self.engine.adopt([_as_alert(v) for v in await self.store.open_alerts(site)])
         self.rebuilt = {**counts, "changes": len(changes), "new": applied}
         self.metrics.rebuild_s.set(time.monotonic() - started)
         log.info("rebuilt rule state from history", extra={**self.rebuilt, "seconds": time.monotonic() - started})
+
+    async def _history(self, sources: list[Source], since: int, until: int) -> list[history.Stored]:
+        out: list[history.Stored] = []
+        for device_type, channel, event_types in sources:
+            out += [r async for r in history.read(self.influx, device_type, channel, since, until, event_types)]
+        out.sort(key=lambda r: r.reading.ts)
+        return out
+
+    async def _checkpoint_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.rules_checkpoint_s)
+            await self._checkpoint()
+
+    async def _checkpoint(self) -> None:
+        await self.checkpoints.put(self.estate.site.id, PLATES_CHECKPOINT, self.engine.plates_snapshot())
 
     # -- messages --------------------------------------------------------------------------------
     async def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:

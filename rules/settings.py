@@ -24,6 +24,9 @@ class RulesSettings(Settings):
     rules_rebuild_s: int = Field(
         3600, ge=0, le=86_400 * 7, description="on start, replay this much history from InfluxDB into the rules"
     )
+    rules_checkpoint_s: float = Field(
+        60.0, gt=0, description="how often weeks of plate state are checkpointed to the registry"
+    )
     rules_escalation_check_s: float = Field(10.0, gt=0, description="how often unacknowledged alerts are checked")
     rules_metrics_port: int = Field(9103, ge=0, le=65_535, description="/metrics and /healthz port (0: none)")
     rules_metrics_host: str = Field("127.0.0.1", description="address the metrics port binds")

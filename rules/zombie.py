@@ -10,6 +10,7 @@ Deadlines sit in a heap, so thousands of parked cars cost nothing per message.
 """
 
 import heapq
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,7 +75,8 @@ class ZombieCars:
                 self.ignored_no_plate += 1
                 return
             car = self._car(ctx, reading.plate, where, reading.ts, inside=reading.direction == "in")
-            if reading.ts >= car.last_move:
+            # Strictly later: the same read again (history replayed over a checkpoint) is no movement.
+            if car.reads == 1 or reading.ts > car.last_move:
                 car.inside, car.last_move, car.zone, car.where = reading.direction == "in", reading.ts, None, where
                 self._moved(ctx, car, reading.ts, {"ts": reading.ts, "gate": where.device.id, "read": reading.plate})
         elif kind is DeviceType.CAMERA and reading.type in ("plate_sighting", "zone_occupied") and reading.plate:
@@ -115,6 +117,31 @@ class ZombieCars:
         car = self.cars.get(alert.subject)
         if car is not None:
             car.stage = max(car.stage, alert.escalation)
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """Weeks of plate state as JSON, so a restart need not replay months of gate reads."""
+        return {
+            "cars": [
+                [c.plate, c.where.device.type.value, c.where.device.id, c.inside, c.last_move, c.reads, c.zone, c.stage]
+                for c in self.cars.values()
+            ],
+            "bays": self.bay_since,
+        }
+
+    def restore(self, ctx: Context, doc: dict[str, Any], where_of: Callable[[DeviceType, str], Where | None]) -> int:
+        """Cars and bays from a snapshot; their deadlines are scheduled again. Returns the cars restored."""
+        for plate, device_type, device_id, inside, last_move, reads, zone, stage in doc.get("cars", []):
+            where = where_of(DeviceType(device_type), device_id)
+            if where is None:
+                continue  # its gate or camera left the estate file
+            car = Car(plate, where, inside, last_move, reads, zone, stage)
+            self.cars[plate] = car
+            self.index.add(plate)
+            if inside:
+                heapq.heappush(self.deadlines, (last_move + int(self._rules(ctx, car).watch_days * DAY_MS), plate))
+        self.bay_since.update(doc.get("bays", {}))
+        return len(self.cars)
 
     # -- time ------------------------------------------------------------------------------------
     def _rules(self, ctx: Context, car: Car) -> ZombieCar:

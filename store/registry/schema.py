@@ -142,3 +142,13 @@ class NotificationRow(Base):
     created_at_ms: Mapped[int] = mapped_column(BigInteger)
     sent_at_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+
+
+class RuleStateRow(Base):
+    """A service's checkpoint of state it would otherwise rebuild from months of history."""
+
+    __tablename__ = "rule_state"
+    site_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_ms: Mapped[int] = mapped_column(BigInteger)

@@ -18,6 +18,7 @@ from rules.service import RulesService
 from rules.settings import RulesSettings
 from stack.procs import free_port
 from store.alerts import AlertStore
+from store.checkpoints import Checkpoints
 from store.registry.db import Registry
 from tests.support import mqtt
 from tests.support.http_recorder import Recorder, http_recorder
@@ -166,13 +167,16 @@ async def test_restart_in_the_middle_of_a_fire_lane_incident(
     assert severities == ["info", "warning", "critical", "critical"]
 
 
+@pytest.mark.parametrize("checkpoint", [True, False], ids=["from-checkpoint", "from-influxdb-only"])
 async def test_restart_in_the_middle_of_a_30_day_zombie_watch(
+    checkpoint: bool,
     rules_settings: Callable[..., RulesSettings],
     ingest_factory: Callable[..., IngestProcess],
     devices: Device,
     hook: Recorder,
     influxd: InfluxServer,
     influx_db: str,
+    small: Estate,
 ) -> None:
     ingest_factory().start()
     settings = rules_settings()
@@ -188,8 +192,12 @@ async def test_restart_in_the_middle_of_a_30_day_zombie_watch(
     assert watch.severity == "info" and watch.subject == plate
     assert await eventually(lambda: stored(influxd, influx_db, "vehicle_gate_event") == 1, 20)
 
-    async with running(settings) as svc:  # weeks of plates rebuilt from InfluxDB
-        assert svc.rebuilt["plates"] == 1 and svc.rebuilt["new"] == 0, svc.rebuilt
+    if not checkpoint:  # as after a kill -9 before the first checkpoint: months of InfluxDB instead
+        async with Registry(settings.db_url) as reg:
+            await Checkpoints(reg).drop(small.site.id, "zombie_car")
+    async with running(settings) as svc:
+        expected = {"cars_from_checkpoint": 1, "plates": 0} if checkpoint else {"cars_from_checkpoint": 0, "plates": 1}
+        assert {k: svc.rebuilt[k] for k in expected} == expected and svc.rebuilt["new"] == 0, svc.rebuilt
         devices.send("space_sensor", "sp-pk-s01-01", "telemetry", ts=now + 11 * MIN, occupied=True, battery_pct=80.0)
         assert await eventually(lambda: len(sent(hook, "zombie_car")) == 2, 20)
     [(verify, trail)] = await alerts(settings, "zombie_car")

@@ -1,0 +1,27 @@
+"""Checkpoints of service state in the registry (one JSON document per site and key)."""
+
+import time
+from typing import Any
+
+from store.registry.db import Registry
+from store.registry.schema import RuleStateRow
+
+
+class Checkpoints:
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    async def get(self, site: str, key: str) -> dict[str, Any] | None:
+        async with self.registry.session() as s:
+            row = await s.get(RuleStateRow, (site, key))
+            return dict(row.value) if row is not None else None
+
+    async def put(self, site: str, key: str, value: dict[str, Any]) -> None:
+        async with self.registry.session() as s, s.begin():
+            await s.merge(RuleStateRow(site_id=site, key=key, value=value, updated_ms=int(time.time() * 1000)))
+
+    async def drop(self, site: str, key: str) -> None:
+        async with self.registry.session() as s, s.begin():
+            row = await s.get(RuleStateRow, (site, key))
+            if row is not None:
+                await s.delete(row)
