@@ -105,6 +105,7 @@ def _poisson(rng: random.Random, mean: float) -> int:
 def engine_rate(estate: Estate, hours: float, say: Say, results: Results) -> None:
     start = int(time.time() * 1000) - int(hours * 3_600_000)
     engine = Engine(estate, RulesConfig.load())
+    gc.freeze()  # as the service does after its rebuild: the estate is not garbage, stop scanning it
     validate_s = engine_s = 0.0
     for n, chunk in enumerate(estate_stream(estate, start, hours)):
         t0 = time.perf_counter()

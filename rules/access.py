@@ -6,13 +6,19 @@ from devices.types import Channel
 from rules.alerts import Severity
 from rules.context import Context, Where
 
+WATCHED = frozenset({"held_open", "forced_open", "tailgating", "door_closed"})
+
 
 def handle(ctx: Context, where: Where, channel: Channel, reading: Any) -> None:
-    if channel is not Channel.EVENT:
-        return
+    if channel is not Channel.EVENT or reading.type not in WATCHED:
+        return  # most door events are people coming and going
     rules = ctx.rules_for(where)
     door = where.device.id
     ts = reading.ts
+    if reading.type == "door_closed":
+        if ("door_held_open", door) in ctx.alerts:
+            ctx.resolve("door_held_open", door, ts, {"ts": ts, "closed": True})
+        return
     place = where.unit or where.device.label or door
     recipients = ctx.contacts("security") + ctx.grid_workers(where.grid, ts)
     if (
@@ -43,5 +49,3 @@ def handle(ctx: Context, where: Where, channel: Channel, reading: Any) -> None:
             {"ts": ts, "persons": reading.persons},
             recipients,
         )
-    elif reading.type == "door_closed":
-        ctx.resolve("door_held_open", door, ts, {"ts": ts, "closed": True})

@@ -31,7 +31,7 @@ class Chargers:
                     {"ts": ts, "temp_c": reading.temp_c, "power_w": reading.power_w},
                     _caretakers(ctx, where, ts),
                 )
-            elif reading.temp_c < limit.clear_below_c:
+            elif reading.temp_c < limit.clear_below_c and ("charger_overtemp", subject) in ctx.alerts:
                 ctx.resolve("charger_overtemp", subject, ts, {"ts": ts, "temp_c": reading.temp_c})
             return
         if reading.type == "fault" and rules.charger_fault.enabled:

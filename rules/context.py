@@ -12,8 +12,11 @@ from rules.config import Rules, RulesConfig
 SEVERITY_RANK = {s: i for i, s in enumerate(Severity)}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, slots=True)
 class Where:
+    """Where a reading comes from. Compared by identity: the engine makes one per device (and the
+    fire-lane and zombie rules one per zone or car), which makes it a cheap dictionary key."""
+
     site: str
     device: Device
     grid: str | None
@@ -29,17 +32,16 @@ class Context:
         self.alerts: dict[tuple[str, str], Alert] = {}
         self.changes: list[AlertChange] = []
         self._grids = {g.id: g for g in estate.grids}
-        self._rules: dict[tuple[str, str, str | None, str | None], Rules] = {}  # merged once per place
+        self._rules: dict[Where, Rules] = {}  # merged once per place
         self._radio_holders = {w.radio: w for g in estate.grids for w in g.workers if w.radio}
 
     def local(self, ts: int) -> dt.datetime:
         return dt.datetime.fromtimestamp(ts / 1000, self.estate.site.tz)
 
     def rules_for(self, where: Where) -> Rules:
-        key = (where.site, where.device.id, where.zone, where.building)
-        found = self._rules.get(key)
+        found = self._rules.get(where)
         if found is None:
-            found = self._rules[key] = self.config.for_device(*key)
+            found = self._rules[where] = self.config.for_device(where.site, where.device.id, where.zone, where.building)
         return found
 
     # -- routing ---------------------------------------------------------------------------------

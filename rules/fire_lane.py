@@ -46,17 +46,18 @@ class Zone:
         """Time-weighted share of [since, until] the zone was occupied; 0 if the samples start later."""
         if not self.samples or self.samples[0][0] > since or until <= since:
             return 0.0
+        # Newest first, stopping at the window's start: the window is minutes, the deque hours.
         occupied_ms = 0
-        state, t = False, since
-        for ts, occ in self.samples:
-            if ts <= since:
-                state = occ
-                continue
+        t = until
+        for ts, occ in reversed(self.samples):
             if ts >= until:
+                continue
+            start = max(ts, since)
+            if occ:
+                occupied_ms += t - start
+            t = start
+            if ts <= since:
                 break
-            occupied_ms += (ts - t) if state else 0
-            state, t = occ, ts
-        occupied_ms += (until - t) if state else 0
         return occupied_ms / (until - since)
 
 
@@ -74,9 +75,11 @@ class FireLanes:
             zone_id = reading.zone
         if zone_id not in self._lanes:
             return
-        zone = self.zones.setdefault(
-            zone_id, Zone(Where(where.site, where.device, where.grid, where.building, where.unit, zone_id))
-        )
+        zone = self.zones.get(zone_id)
+        if zone is None:
+            zone = self.zones[zone_id] = Zone(
+                Where(where.site, where.device, where.grid, where.building, where.unit, zone_id)
+            )
         if kind is DeviceType.SPACE_SENSOR:
             if channel is Channel.TELEMETRY:
                 zone.sensors[where.device.id] = reading.occupied

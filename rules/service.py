@@ -9,6 +9,7 @@ acknowledging a message only after its alert changes are in the registry.
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import random
@@ -106,6 +107,9 @@ class RulesService:
                 )
             await self._connect()  # queued messages wait for the rebuild (see _on_message)
             await self._rebuild()
+            # The estate and the engine's tables live as long as the process: keep the collector's
+            # full passes from walking them again and again (pauses in the message path otherwise).
+            gc.freeze()
             self._start_tasks()
             self._ready.set()
         except BaseException:
