@@ -255,9 +255,10 @@ class RulesService:
         try:
             changes = self.engine.process(topic, payload)
             self.metrics.messages.inc()
-            async with self._lock:  # changes reach the registry in the order the engine made them
-                for change in changes:
-                    await self._apply(change)
+            if changes:
+                async with self._lock:  # changes reach the registry in the order the engine made them
+                    for change in changes:
+                        await self._apply(change)
         finally:
             self._inflight -= 1
             if not self._inflight:

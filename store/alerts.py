@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -287,14 +287,18 @@ class AlertStore:
         async with self.registry.session() as s, s.begin():
             keys = [k for k, _, _, _ in items]
             seen = set((await s.scalars(select(NotificationRow.key).where(NotificationRow.key.in_(keys)))).all())
-            new = [i for i in items if i[0] not in seen]
-            s.add_all(
-                NotificationRow(
-                    key=key, channel=channel, alert_id=alert_id, message=message, state="pending",
-                    attempts=0, next_at_ms=now, created_at_ms=now,
-                )
-                for key, channel, alert_id, message in {i[0]: i for i in new}.values()
-            )  # fmt: skip
+            new = list({i[0]: i for i in items if i[0] not in seen}.values())
+            if new:  # one executemany: a fire alarm names dozens of radios
+                await s.execute(
+                    insert(NotificationRow),
+                    [
+                        {
+                            "key": key, "channel": channel, "alert_id": alert_id, "message": message,
+                            "state": "pending", "attempts": 0, "next_at_ms": now, "created_at_ms": now,
+                        }
+                        for key, channel, alert_id, message in new
+                    ],
+                )  # fmt: skip
         return len(new)
 
     async def due(self, channel: str, limit: int = 100) -> list[Outgoing]:
