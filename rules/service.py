@@ -21,6 +21,7 @@ from typing import Any, Self
 import gmqtt
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from sqlalchemy.exc import SQLAlchemyError
 
 from devices.catalog import MAX_PAYLOAD_BYTES
 from devices.estate import load_estate
@@ -257,8 +258,15 @@ class RulesService:
             self.metrics.messages.inc()
             if changes:
                 async with self._lock:  # changes reach the registry in the order the engine made them
-                    for change in changes:
-                        await self._apply(change)
+                    try:
+                        for change in changes:
+                            await self._apply(change)
+                    except (SQLAlchemyError, OSError) as exc:
+                        # Unacknowledged, so the broker keeps it; the engine has moved on, so stop:
+                        # a restart rebuilds from history and the registry, which stays consistent.
+                        log.error("the registry refused an alert change (%s); stopping", exc)
+                        self.stop()
+                        raise
         finally:
             self._inflight -= 1
             if not self._inflight:

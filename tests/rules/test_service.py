@@ -2,7 +2,9 @@
 restarts mid-incident neither lose nor repeat an alert; the simulator's incidents reach the notifier."""
 
 import asyncio
+import contextlib
 import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -246,3 +248,20 @@ def test_a_bad_rules_config_stops_the_command_with_its_line(tmp_path: Path) -> N
         env={"PATH": "/usr/bin:/bin", "ESTATEWATCH_MQTT_URL": f"mqtt://127.0.0.1:{free_port()}"},
     )
     assert out.returncode != 0 and "line 3" in out.stderr and "voice_after_s" in out.stderr, out.stderr
+
+
+async def test_a_registry_failure_stops_the_engine_and_loses_no_alert(
+    rules_settings: Callable[..., RulesSettings], devices: Device, hook: Recorder
+) -> None:
+    settings = rules_settings(rules_rebuild_s=0)
+    alarm = {"type": "alarm", "smoke_obscuration_pct": 12.0, "temp_c": 40.0}
+    async with running(settings) as svc:
+        path = settings.db_url.split("///", 1)[1]
+        with contextlib.closing(sqlite3.connect(path)) as con:  # the registry loses a table under it
+            con.execute("DROP TABLE alert_events")
+            con.commit()
+        devices.send("smoke_sensor", "smk-b001-u1-101", "event", ts=int(time.time() * 1000), **alarm)
+        assert await eventually(lambda: not svc.accepting, 10), "it stops instead of carrying on"
+    assert sent(hook, "fire") == []
+    async with running(settings):  # the table is back; the broker redelivers the unacknowledged alarm
+        assert await eventually(lambda: len(sent(hook, "fire")) == 1, 20)
