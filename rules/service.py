@@ -1,8 +1,9 @@
 """The rules service: ``async with RulesService(settings) as svc: await svc.wait()``.
 
-On start it rebuilds the engine from InfluxDB history (weeks of plates for zombie cars, the last
-hour of everything else) and hands every change that rebuild produces to the alert book, which
-ignores what it already holds: a restart neither loses an open incident nor raises it twice. Then it
+On start it rebuilds the engine: plate state from its last checkpoint in the registry plus the
+InfluxDB history since (or months of history without one), and the last hour of everything else; it
+hands every change that rebuild produces to the alert book, which ignores what it already holds: a
+restart neither loses an open incident nor raises it twice. Then it
 consumes the live stream in its own shared-subscription group, QoS 1 with a persistent session,
 acknowledging a message only after its alert changes are in the registry.
 """
@@ -333,6 +334,7 @@ class RulesService:
         if action not in NOTIFY_ACTIONS:
             return out
         now = int(time.time() * 1000)
+        commands: dict[str, tuple[list[str], dict[str, Any]]] = {}  # one outbox row per kind, not per radio
         for recipient in alert.recipients:
             kind, _, target = recipient.partition(":")
             if kind == "radio":
@@ -343,9 +345,10 @@ class RulesService:
                 body = {"ts": now, "type": "voice_warning", "zone": alert.zone, "text": "消防通道禁止停车，请立即驶离"}
             else:
                 continue
-            out.append(
-                (f"{alert.id}:{action}:{level}:{recipient}", MQTT_CHANNEL, alert.id, {"topic": topic, "payload": body})
-            )
+            commands.setdefault(kind, ([], body))[0].append(topic)
+        for kind, (topics, body) in commands.items():
+            item = {"topics": topics, "payload": body}
+            out.append((f"{alert.id}:{action}:{level}:{kind}", MQTT_CHANNEL, alert.id, item))
         return out
 
     async def _escalate_forever(self) -> None:
@@ -364,8 +367,8 @@ class RulesService:
     # -- MQTT ------------------------------------------------------------------------------------
     async def _mqtt_outbox(self) -> None:
         while True:
+            self._mqtt_wake.clear()  # before looking: what is queued meanwhile wakes the next round
             await self._publish_due()
-            self._mqtt_wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._mqtt_wake.wait(), 1.0)
 
@@ -376,7 +379,8 @@ class RulesService:
         for item in due:
             payload = json.dumps(item.message["payload"], ensure_ascii=False).encode()
             # QoS 1 in a persistent session: gmqtt resends it after a reconnect until the broker acks.
-            self._client.publish(item.message["topic"], payload, qos=1)
+            for topic in item.message.get("topics") or [item.message["topic"]]:
+                self._client.publish(topic, payload, qos=1)
         if due:
             await self.store.settle([i.id for i in due], "sent")
 
