@@ -224,8 +224,14 @@ class AlertStore:
         opening is the (n+1)th escalation; ``recipients`` names who the next level reaches."""
         now = self.now_ms()
         raised: list[AlertView] = []
+        first_steps = [steps[0] for steps in timeouts_s.values() if steps]
+        if not first_steps:
+            return raised
+        # Only alerts old enough for the shortest first step are loaded: usually none at all.
+        oldest = now - int(min(first_steps) * 1000)
         async with self.registry.session() as s, s.begin():
-            rows = (await s.scalars(select(AlertRow).where(AlertRow.state == "open"))).all()
+            query = select(AlertRow).where(AlertRow.state == "open", AlertRow.opened_at_ms <= oldest)
+            rows = (await s.scalars(query)).all()
             for row in rows:
                 steps = timeouts_s.get(row.severity, ())
                 if row.ack_escalations >= len(steps):

@@ -61,7 +61,7 @@ def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
 
 class Registry:
     def __init__(self, url: str, *, pooled: bool = False) -> None:
-        """``pooled``: keep SQLite connections open (a busy service); by default each session opens
+        """``pooled``: keep one SQLite connection open (a busy service); by default each session opens
         its own, so no aiosqlite thread idles (and polls) between a quiet service's rare reads."""
         self.url = url
         self.pooled = pooled
@@ -71,7 +71,12 @@ class Registry:
     async def __aenter__(self) -> Self:
         _sqlite_dir(self.url)
         sqlite = self.url.startswith("sqlite")
-        pool = {"poolclass": NullPool} if sqlite and not self.pooled else {}
+        pool: dict[str, Any] = {}
+        if sqlite:
+            # SQLite has one writer at a time; writers that collide sleep in its busy handler (up to
+            # 100 ms a turn, measured as 0.8 s notification stalls). One shared connection makes the
+            # service's sessions queue fairly in asyncio instead.
+            pool = {"pool_size": 1, "max_overflow": 0} if self.pooled else {"poolclass": NullPool}
         self._engine = create_async_engine(self.url, **pool)
         if sqlite:
             event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
