@@ -125,14 +125,32 @@ CATALOG: dict[DeviceType, DeviceSpec] = {
 }
 
 
+# The validators behind the adapters, by (type, channel, batch): every message of every service
+# looks one up, so it is one dictionary probe rather than two method calls.
+_VALIDATORS: dict[tuple[DeviceType, Channel, bool], Any] = {
+    (t, ch, batch): spec.adapter(ch, batch).validator
+    for t, spec in CATALOG.items()
+    for ch, adapters in spec._adapters.items()
+    for batch in (False, True)
+    if not batch or adapters.batch is not None
+}
+
+
 def parse_payload(device_type: DeviceType, channel: Channel, raw: bytes) -> list[Reading] | Status:
     """Validate one MQTT payload; a batch comes back as a list, a single reading as a list of one."""
     if len(raw) > MAX_PAYLOAD_BYTES:
         raise PayloadError("too_large", f"payload of {len(raw)} bytes exceeds {MAX_PAYLOAD_BYTES}")
     # Choosing the shape first keeps the error about what was sent, not about the other shape.
-    adapter = CATALOG[device_type].adapter(channel, batch=raw.lstrip()[:1] == b"[")
+    lead = raw[:1]
+    if lead in (b" ", b"\t", b"\r", b"\n"):
+        lead = raw.lstrip()[:1]
+    batch = lead == b"["
+    validator = _VALIDATORS.get((device_type, channel, batch))
+    if validator is None:  # no such channel, or an array where one object is due: the adapter says which
+        CATALOG[device_type].adapter(channel, batch=batch)
+        raise PayloadError("bad_channel", f"{device_type} has no {channel} channel")
     try:
-        value = adapter.validate_json(raw)
+        value = validator.validate_json(raw)
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
         reason = "bad_json" if first["type"] == "json_invalid" else "schema"

@@ -33,6 +33,7 @@ class Context:
         self.changes: list[AlertChange] = []
         self._grids = {g.id: g for g in estate.grids}
         self._rules: dict[Where, Rules] = {}  # merged once per place
+        self._nights: dict[int, dt.date | None] = {}  # minute -> night_of
         self._radio_holders = {w.radio: w for g in estate.grids for w in g.workers if w.radio}
 
     def local(self, ts: int) -> dt.datetime:
@@ -138,6 +139,14 @@ class Context:
 
     def night_of(self, ts: int) -> dt.date | None:
         """The evening a night-time ``ts`` belongs to (small hours count with the evening before); None by day."""
+        minute = ts // 60_000  # night hours are whole minutes: one time-zone conversion per minute
+        if minute not in self._nights:
+            if len(self._nights) > 10_000:
+                self._nights.clear()
+            self._nights[minute] = self._night_of(minute * 60_000)
+        return self._nights[minute]
+
+    def _night_of(self, ts: int) -> dt.date | None:
         local = self.local(ts)
         night = self.config.night
         if not night.contains(local.time()):

@@ -31,7 +31,7 @@ class Circuit:
     subject: str | None = None  # the open alert's subject
     tapered: bool = False
     fired_nights: set[dt.date] = field(default_factory=set)
-    evidence: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=20))
+    readings: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=20))  # (ts, power_w)
 
 
 class FlyingLead:
@@ -108,7 +108,7 @@ class FlyingLead:
             if where.unit:
                 self.unit_circuits.setdefault(where.unit, set()).add(device)
         ts, power = reading.ts, reading.power_w
-        c.evidence.append({"ts": ts, "power_w": power})
+        c.readings.append((ts, power))
         if c.baseline_w is None:
             c.baseline_w = power
         step = power - c.baseline_w
@@ -125,9 +125,10 @@ class FlyingLead:
             c.step_since, c.plateau_w = ts, power
             return
         c.plateau_w = max(c.plateau_w, power)
+        if ts - c.step_since < rules.hold_min * MIN or not rules.enabled:
+            return
         night = ctx.night_of(ts)
-        held = ts - c.step_since >= rules.hold_min * MIN
-        if not (held and rules.enabled and night is not None) or night in c.fired_nights:
+        if night is None or night in c.fired_nights:
             return
         if self._quiet(ctx, device, rules, ts):
             return
@@ -153,7 +154,7 @@ class FlyingLead:
                 "since_ts": c.step_since,
                 "confidence": confidence,
                 "ebike_seen": ebike,
-                "readings": list(c.evidence)[-12:],
+                "readings": [{"ts": t, "power_w": p} for t, p in list(c.readings)[-12:]],
             },
             ctx.grid_workers(where.grid, ts) + ctx.contacts("property_office"),
         )
