@@ -28,7 +28,7 @@ from devices.catalog import MAX_PAYLOAD_BYTES
 from devices.estate import load_estate
 from devices.topics import alerts_topic, command_topic, subscription
 from devices.types import Channel, DeviceType
-from rules import history
+from rules import rebuild
 from rules.alerts import Alert, AlertChange, Severity, State
 from rules.config import RulesConfig
 from rules.engine import Engine
@@ -45,18 +45,9 @@ from store.registry.db import Registry
 from store.series import escape_key, escape_string
 
 log = logging.getLogger("estatewatch.rules")
-DAY_MS = 86_400_000
 MQTT_CHANNEL = "mqtt"
 NOTIFY_ACTIONS = ("opened", "reopened", "escalated")
 ALERTS_MEASUREMENT = "alerts"
-PLATES_CHECKPOINT = "zombie_car"
-PLATES_OVERLAP_MS = 3_600_000
-RECENT_WINDOW_MS = 600_000
-Source = tuple[DeviceType, Channel, tuple[str, ...]]
-PLATE_SOURCES: list[Source] = [
-    (DeviceType.VEHICLE_GATE, Channel.EVENT, ()),
-    (DeviceType.CAMERA, Channel.EVENT, ("plate_sighting", "zone_occupied")),
-]
 
 
 class Metrics:
@@ -188,40 +179,17 @@ class RulesService:
 
     # -- rebuild ---------------------------------------------------------------------------------
     async def _rebuild(self) -> None:
-        """Plates from the last checkpoint (or ``history_days`` of InfluxDB without one), then the last
-        ``rules_rebuild_s`` of everything; read window by window so memory stays bounded."""
         started = time.monotonic()
-        now = int(time.time() * 1000)
         site = self.estate.site.id
-        fast_since = now - self.settings.rules_rebuild_s * 1000
-        plates_since = now - int(self.config.rules.zombie_car.history_days * DAY_MS)
-        checkpoint = await self.checkpoints.get(site, PLATES_CHECKPOINT)
-        counts = {"cars_from_checkpoint": 0, "plates": 0, "recent": 0}
-        if checkpoint is not None:
-            counts["cars_from_checkpoint"] = self.engine.restore_plates(checkpoint)
-            # Replayed over the checkpoint with a margin: late reads, and reads a replay finds twice.
-            plates_since = max(plates_since, int(checkpoint.get("clock_ms", 0)) - PLATES_OVERLAP_MS)
-        changes: list[AlertChange] = []
-        try:
-            if checkpoint is None:
-                self.engine.hold_bays(await history.bays_since(self.influx, plates_since))
-            for start in range(plates_since, fast_since, DAY_MS):
-                stored = await self._history(PLATE_SOURCES, start, min(start + DAY_MS, fast_since))
-                for r in stored:
-                    where = self.engine.where(r.device_type, r.device_id)
-                    if where is not None:
-                        changes += self.engine.feed_plates(where, r.channel, r.reading)
-                counts["plates"] += len(stored)
-            every: list[Source] = [(t, c, ()) for t in DeviceType for c in (Channel.TELEMETRY, Channel.EVENT)]
-            for start in range(fast_since, now, RECENT_WINDOW_MS):
-                stored = await self._history(every, start, min(start + RECENT_WINDOW_MS, now))
-                for r in stored:
-                    where = self.engine.where(r.device_type, r.device_id)
-                    if where is not None:
-                        changes += self.engine.feed(where, r.channel, [r.reading])
-                counts["recent"] += len(stored)
-        except InfluxError as exc:
-            log.error("cannot read history from InfluxDB (%s); starting from the registry alone", exc)
+        checkpoint = await self.checkpoints.get(site, rebuild.PLATES_CHECKPOINT)
+        changes, counts = await rebuild.replay_history(
+            self.engine,
+            self.influx,
+            checkpoint,
+            history_days=self.config.rules.zombie_car.history_days,
+            recent_s=self.settings.rules_rebuild_s,
+            now_ms=int(time.time() * 1000),
+        )
         applied = 0
         for change in changes:
             applied += await self._apply(change)
@@ -230,20 +198,13 @@ class RulesService:
         self.metrics.rebuild_s.set(time.monotonic() - started)
         log.info("rebuilt rule state from history", extra={**self.rebuilt, "seconds": time.monotonic() - started})
 
-    async def _history(self, sources: list[Source], since: int, until: int) -> list[history.Stored]:
-        out: list[history.Stored] = []
-        for device_type, channel, event_types in sources:
-            out += [r async for r in history.read(self.influx, device_type, channel, since, until, event_types)]
-        out.sort(key=lambda r: r.reading.ts)
-        return out
-
     async def _checkpoint_forever(self) -> None:
         while True:
             await asyncio.sleep(self.settings.rules_checkpoint_s)
             await self._checkpoint()
 
     async def _checkpoint(self) -> None:
-        await self.checkpoints.put(self.estate.site.id, PLATES_CHECKPOINT, self.engine.plates_snapshot())
+        await self.checkpoints.put(self.estate.site.id, rebuild.PLATES_CHECKPOINT, self.engine.plates_snapshot())
 
     # -- messages --------------------------------------------------------------------------------
     async def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
