@@ -191,6 +191,7 @@ class Notify(_Model):
 
 class RulesConfig(_Model):
     lateness_s: float = Field(120, ge=0, le=86_400)
+    future_s: float = Field(300, ge=0, le=86_400)
     notify: Notify = Notify()
     night: Night = Night(start=dt.time(18), end=dt.time(7))
     rules: Rules = Rules()

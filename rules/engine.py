@@ -27,7 +27,10 @@ Handler = Callable[[Context, Where, Channel, Any], None]
 
 
 class Engine:
-    def __init__(self, estate: Estate, config: RulesConfig) -> None:
+    def __init__(self, estate: Estate, config: RulesConfig, wall_ms: Callable[[], int] | None = None) -> None:
+        """``wall_ms``: the live service's clock, to ignore readings from the far future (replay: None)."""
+        self._wall_ms = wall_ms
+        self._future_ms = int(config.future_s * 1000)
         self.estate = estate
         self.ctx = Context(estate, config)
         self.clock_ms = 0
@@ -97,8 +100,13 @@ class Engine:
         late_before = self.clock_ms - self._lateness_ms
         handlers = self._handlers.get(where.device.type, ())
         ctx, seen = self.ctx, self._silent.seen
+        ahead_limit = self._wall_ms() + self._future_ms if self._wall_ms is not None else None
         for reading in readings if len(readings) == 1 else sorted(readings, key=lambda r: r.ts):
             ts = reading.ts
+            if ahead_limit is not None and ts > ahead_limit:
+                self._ignore("future")
+                self.processed -= 1  # counted below with the batch
+                continue
             if ts < late_before:
                 self.late += 1
             elif ts > self.clock_ms:

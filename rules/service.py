@@ -86,7 +86,7 @@ class RulesService:
         try:
             self.estate = load_estate(s.estate_file)
             self.config = RulesConfig.load(s.rules_config)
-            self.engine = Engine(self.estate, self.config)
+            self.engine = Engine(self.estate, self.config, wall_ms=lambda: int(time.time() * 1000))
             self.directory = Directory(self.estate)
             self.influx = await self._stack.enter_async_context(Influx(s.influx_url, s.influx_database))
             registry = await self._stack.enter_async_context(Registry(s.db_url, pooled=True))

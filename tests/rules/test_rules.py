@@ -240,3 +240,17 @@ def test_unknown_devices_and_bad_payloads_are_counted_not_fatal(small: Estate) -
     )
     assert feed.engine.process("estate/v1/small/smoke_sensor/" + SMOKE + "/event", b"{nope") == []
     assert feed.engine.ignored == {"unknown_device": 1, "bad_json": 1}
+
+
+def test_the_live_engine_ignores_a_clock_from_the_future(small: Estate) -> None:
+    """One device with a wrong clock must not move the event clock (and every deadline) for all."""
+    now = at(10)
+    feed = Feed(small)
+    feed.engine = Engine(small, quiet_config(), wall_ms=lambda: now)
+    feed.send("smoke_sensor", SMOKE, "telemetry", ts=now + 86_400_000, state="normal", **NORMAL)
+    assert feed.engine.ignored == {"future": 1} and feed.engine.clock_ms == 0
+    feed.send("smoke_sensor", SMOKE, "telemetry", ts=now + 60_000, state="normal", **NORMAL)
+    assert feed.engine.clock_ms == now + 60_000, "within future_s (300 s): taken"
+    replay = Feed(small)  # replay has no wall clock: recorded history is whatever time it is
+    replay.send("smoke_sensor", SMOKE, "telemetry", ts=now + 86_400_000, state="normal", **NORMAL)
+    assert replay.engine.clock_ms == now + 86_400_000
