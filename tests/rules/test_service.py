@@ -183,7 +183,7 @@ async def test_restart_in_the_middle_of_a_30_day_zombie_watch(
     ingest_factory().start()
     settings = rules_settings()
     now = int(time.time() * 1000)
-    came_in = now - 30 * DAY + 10 * MIN  # 30 days are up in ten minutes
+    came_in = now - 30 * DAY + 4 * MIN  # 30 days are up in four minutes (within future_s of now)
     plate = "苏C3K7Q2"
     async with running(settings):
         read = {"type": "plate_read", "plate": plate, "direction": "in", "confidence": 0.95}
@@ -200,7 +200,9 @@ async def test_restart_in_the_middle_of_a_30_day_zombie_watch(
     async with running(settings) as svc:
         expected = {"cars_from_checkpoint": 1, "plates": 0} if checkpoint else {"cars_from_checkpoint": 0, "plates": 1}
         assert {k: svc.rebuilt[k] for k in expected} == expected and svc.rebuilt["new"] == 0, svc.rebuilt
-        devices.send("space_sensor", "sp-pk-s01-01", "telemetry", ts=now + 11 * MIN, occupied=True, battery_pct=80.0)
+        devices.send(
+            "space_sensor", "sp-pk-s01-01", "telemetry", ts=now + 4 * MIN + 30_000, occupied=True, battery_pct=80.0
+        )
         assert await eventually(lambda: len(sent(hook, "zombie_car")) == 2, 20)
     [(verify, trail)] = await alerts(settings, "zombie_car")
     assert verify.id == watch.id and verify.severity == "warning" and verify.escalation == 1
