@@ -8,17 +8,12 @@ loop in a thread and measured ~44k msg/s against gmqtt's ~119k on this machine c
 """
 
 import asyncio
-import contextlib
 import logging
-import random
 import time
-from contextlib import AsyncExitStack
-from types import TracebackType
+from collections.abc import Coroutine
 from typing import Any, Self
 
-import gmqtt
-
-from devices.catalog import MAX_PAYLOAD_BYTES, PayloadError, parse_payload
+from devices.catalog import PayloadError, parse_payload
 from devices.payloads.common import Status
 from devices.topics import TopicError, parse_topic, subscription
 from devices.types import Channel, DeviceType
@@ -30,9 +25,9 @@ from ingest.metrics import IngestMetrics
 from ingest.rejects import Rejects
 from ingest.spool import Spool
 from ingest.writer import Entry, Writer
+from store.consumer import StreamConsumer
 from store.health import HealthServer
 from store.influx import Influx, InfluxError
-from store.mqtt import connect
 from store.registry.db import DeviceInfo, Registry
 
 log = logging.getLogger("estatewatch.ingest")
@@ -53,26 +48,20 @@ def _duration_ms(text: str) -> int:
     return int(total)
 
 
-class IngestService:
+class IngestService(StreamConsumer):
     def __init__(self, settings: IngestSettings) -> None:
+        super().__init__("ingest", log)
         self.settings = settings
         self.metrics = IngestMetrics()
         self.seqs = SeqTracker()
         self.devices: dict[tuple[str, DeviceType, str], DeviceInfo] = {}
         self.max_age_ms = 0
-        self.accepting = True
-        self.connected = False
-        self._stack = AsyncExitStack()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._stopped = asyncio.Event()
-        self._closing: asyncio.Future[None] | None = None
         self._last_refresh = 0.0
-        self._client: Any = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def __aenter__(self) -> Self:
         s = self.settings
-        self._closing = asyncio.get_running_loop().create_future()
+        self._opening()
         try:
             self.influx = await self._stack.enter_async_context(
                 Influx(s.influx_url, s.influx_database, timeout_s=s.ingest_write_timeout_s)
@@ -98,29 +87,15 @@ class IngestService:
                 self.health = await self._stack.enter_async_context(
                     HealthServer(s.ingest_metrics_host, s.ingest_metrics_port, self.metrics.registry, self.problem)
                 )
-            self._start_tasks()
+            self._start_ingest_tasks()
             await self._connect()
         except BaseException:
             await self._close()
             raise
         return self
 
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.drain()
-        await self._close()
-
-    def stop(self) -> None:
-        """Stop taking input; ``wait()`` returns and leaving the context drains."""
-        self.accepting = False
-        self._stopped.set()
-
-    async def wait(self) -> None:
-        await self._stopped.wait()
-
-    def _start_tasks(self) -> None:
-        jobs = {
+    def _start_ingest_tasks(self) -> None:
+        jobs: dict[str, Coroutine[Any, Any, None]] = {
             "batch-flush": self.batcher.flush_forever(),
             "spool-replay": self.writer.replay_forever(),
             "registry-refresh": self._refresh_forever(),
@@ -131,14 +106,7 @@ class IngestService:
             jobs["completeness"] = Completeness(
                 self.influx, self.metrics, self.settings.ingest_completeness_s
             ).run_forever()
-        self._tasks = [asyncio.create_task(job, name=f"ingest:{name}") for name, job in jobs.items()]
-        for task in self._tasks:
-            task.add_done_callback(self._task_died)
-
-    def _task_died(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("task %s failed; stopping", task.get_name(), exc_info=task.exception())
-            self.stop()
+        self._start_tasks(jobs)
 
     async def drain(self) -> None:
         """Flush what was accepted within the drain deadline; the rest stays unacknowledged (redelivered)."""
@@ -152,17 +120,6 @@ class IngestService:
                 "drain deadline of %.0f s passed; unflushed messages will be redelivered", self.settings.ingest_drain_s
             )
         await asyncio.sleep(0.05)  # let the handlers return, so gmqtt sends their PUBACKs
-
-    async def _close(self) -> None:
-        if self._client is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._client.disconnect(), 5)
-        if self._closing is not None and not self._closing.done():
-            self._closing.set_result(None)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._stack.aclose()
 
     # -- set-up ----------------------------------------------------------------------------------
     async def _prepare_influx(self) -> None:
@@ -189,47 +146,15 @@ class IngestService:
 
     async def _connect(self) -> None:
         s = self.settings
-        target = s.mqtt
-        client = gmqtt.Client(
-            s.ingest_client_id,
-            clean_session=False,
-            optimistic_acknowledgement=False,
-            session_expiry_interval=s.ingest_session_expiry_s,
+        await self._connect_stream(
+            s.mqtt,
+            client_id=s.ingest_client_id,
+            session_expiry_s=s.ingest_session_expiry_s,
             receive_maximum=s.ingest_receive_maximum,
-            maximum_packet_size=MAX_PAYLOAD_BYTES + 4096,
-            logger=logging.getLogger("gmqtt.ingest"),
+            share_group=s.ingest_share_group,
+            filters=[subscription(ch) for ch in Channel],
+            connected_gauge=self.metrics.connected,
         )
-        # Back within a fraction of a second: Mosquitto 2.0 does not persist shared subscriptions, so
-        # after a broker restart nothing queues for the group until a worker subscribes again.
-        client.set_config({"reconnect_retries": -1, "reconnect_delay": round(random.uniform(0.1, 0.3), 2)})
-        if target.username:
-            client.set_auth_credentials(target.username, target.password)
-        client.on_message = self._on_message
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        self._client = client
-        await connect(client, target, keepalive=30, log=log)
-
-    def _on_connect(self, client: Any, session_present: int, rc: int, properties: Any) -> None:
-        self.connected = True
-        self.metrics.connected.set(1)
-        log.info(
-            "connected to the broker",
-            extra={"session_present": bool(session_present), "client_id": self.settings.ingest_client_id},
-        )
-        if not session_present:
-            log.info("new broker session: nothing was queued for this worker")
-        # On every connect, not once: Mosquitto 2.0.11 reports the session present after a restart
-        # but has not restored its shared subscriptions from the persistence file.
-        group = self.settings.ingest_share_group
-        prefix = f"$share/{group}/" if group else ""
-        client.subscribe([gmqtt.Subscription(prefix + subscription(ch), qos=1) for ch in Channel])
-
-    def _on_disconnect(self, client: Any, packet: Any, exc: Any = None) -> None:
-        self.connected = False
-        self.metrics.connected.set(0)
-        if self.accepting:
-            log.warning("disconnected from the broker; reconnecting")
 
     def _publish(self, topic: str, payload: bytes) -> None:
         if self._client is not None and self.connected:
@@ -249,8 +174,7 @@ class IngestService:
     async def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
         if not self.accepting:
             # Never acknowledged: the broker redelivers it after this worker (or its session) returns.
-            assert self._closing is not None
-            await self._closing
+            await self._until_closed()
             return 0
         received = time.perf_counter()
         self.metrics.inflight.inc()

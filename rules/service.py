@@ -13,18 +13,13 @@ import contextlib
 import gc
 import json
 import logging
-import random
 import time
-from contextlib import AsyncExitStack
-from types import TracebackType
 from typing import Any, Self
 
-import gmqtt
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy.exc import SQLAlchemyError
 
-from devices.catalog import MAX_PAYLOAD_BYTES
 from devices.estate import load_estate
 from devices.topics import alerts_topic, command_topic, subscription
 from devices.types import Channel, DeviceType
@@ -38,9 +33,9 @@ from rules.notify.robots import HttpRobot
 from rules.settings import RulesSettings
 from store.alerts import AlertStore, AlertView, Applied
 from store.checkpoints import Checkpoints
+from store.consumer import StreamConsumer
 from store.health import HealthServer
 from store.influx import Influx, InfluxError
-from store.mqtt import connect
 from store.registry.db import Registry
 from store.series import escape_key, escape_string
 
@@ -59,30 +54,24 @@ class Metrics:
         self.rebuild_s = Gauge("rules_rebuild_seconds", "how long the start-up rebuild took", registry=self.registry)
 
 
-class RulesService:
+class RulesService(StreamConsumer):
     def __init__(self, settings: RulesSettings) -> None:
+        super().__init__("rules", log)
         self.settings = settings
         self.metrics = Metrics()
-        self.connected = False
-        self.accepting = True
         self.rebuilt: dict[str, int] = {}
         self._ready = asyncio.Event()
-        self._stopped = asyncio.Event()
         self._lock = asyncio.Lock()
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self._stack = AsyncExitStack()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._client: Any = None
-        self._closing: asyncio.Future[None] | None = None
         self._mqtt_wake = asyncio.Event()
         self._mirror_lines: asyncio.Queue[str] = asyncio.Queue()
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def __aenter__(self) -> Self:
         s = self.settings
-        self._closing = asyncio.get_running_loop().create_future()
+        self._opening()
         try:
             self.estate = load_estate(s.estate_file)
             self.config = RulesConfig.load(s.rules_config)
@@ -103,25 +92,12 @@ class RulesService:
             # The estate and the engine's tables live as long as the process: keep the collector's
             # full passes from walking them again and again (pauses in the message path otherwise).
             gc.freeze()
-            self._start_tasks()
+            self._start_rules_tasks()
             self._ready.set()
         except BaseException:
             await self._close()
             raise
         return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.drain()
-        await self._close()
-
-    def stop(self) -> None:
-        self.accepting = False
-        self._stopped.set()
-
-    async def wait(self) -> None:
-        await self._stopped.wait()
 
     async def drain(self) -> None:
         """Stop taking messages; let in-flight ones finish (and be acknowledged) within the deadline."""
@@ -142,31 +118,13 @@ class RulesService:
                 await asyncio.wait_for(self.influx.write("\n".join(lines).encode(), precision="ns"), 5)
         await asyncio.sleep(0.05)
 
-    async def _close(self) -> None:
-        if self._client is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._client.disconnect(), 5)
-        if self._closing is not None and not self._closing.done():
-            self._closing.set_result(None)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._stack.aclose()
-
-    def _start_tasks(self) -> None:
+    def _start_rules_tasks(self) -> None:
         jobs = {f"notify-{d.name}": d.run() for d in self.dispatchers}
         jobs["mqtt-outbox"] = self._mqtt_outbox()
         jobs["influx-mirror"] = self._write_mirror()
         jobs["checkpoint"] = self._checkpoint_forever()
         jobs["ack-escalation"] = self._escalate_forever()
-        self._tasks = [asyncio.create_task(job, name=f"rules:{name}") for name, job in jobs.items()]
-        for task in self._tasks:
-            task.add_done_callback(self._task_died)
-
-    def _task_died(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("task %s failed; stopping", task.get_name(), exc_info=task.exception())
-            self.stop()
+        self._start_tasks(jobs)
 
     def problem(self) -> str | None:
         if not self.connected:
@@ -210,8 +168,7 @@ class RulesService:
     async def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
         await self._ready.wait()
         if not self.accepting:
-            assert self._closing is not None
-            await self._closing  # never acknowledged: redelivered after the restart
+            await self._until_closed()  # never acknowledged: redelivered after the restart
             return 0
         self._inflight += 1
         self._idle.clear()
@@ -347,41 +304,20 @@ class RulesService:
 
     async def _connect(self) -> None:
         s = self.settings
-        client = gmqtt.Client(
-            s.rules_client_id,
-            clean_session=False,
-            optimistic_acknowledgement=False,
-            session_expiry_interval=s.rules_session_expiry_s,
+        site = self.estate.site.id
+        await self._connect_stream(
+            s.mqtt,
+            client_id=s.rules_client_id,
+            session_expiry_s=s.rules_session_expiry_s,
             receive_maximum=1000,
-            maximum_packet_size=MAX_PAYLOAD_BYTES + 4096,
-            logger=logging.getLogger("gmqtt.rules"),
+            share_group=s.rules_share_group,
+            filters=[subscription(ch, site) for ch in (Channel.TELEMETRY, Channel.EVENT)],
+            connected_gauge=self.metrics.connected,
         )
-        client.set_config({"reconnect_retries": -1, "reconnect_delay": round(random.uniform(0.1, 0.3), 2)})
-        if s.mqtt.username:
-            client.set_auth_credentials(s.mqtt.username, s.mqtt.password)
-        client.on_message = self._on_message
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        self._client = client
-        await connect(client, s.mqtt, keepalive=30, log=log)
 
     def _on_connect(self, client: Any, session_present: int, rc: int, properties: Any) -> None:
-        self.connected = True
-        self.metrics.connected.set(1)
-        log.info("connected to the broker", extra={"session_present": bool(session_present)})
-        group = self.settings.rules_share_group
-        prefix = f"$share/{group}/" if group else ""
-        site = self.estate.site.id
-        client.subscribe(
-            [gmqtt.Subscription(prefix + subscription(ch, site), qos=1) for ch in (Channel.TELEMETRY, Channel.EVENT)]
-        )
-        self._mqtt_wake.set()
-
-    def _on_disconnect(self, client: Any, packet: Any, exc: Any = None) -> None:
-        self.connected = False
-        self.metrics.connected.set(0)
-        if self.accepting:
-            log.warning("disconnected from the broker; reconnecting")
+        super()._on_connect(client, session_present, rc, properties)
+        self._mqtt_wake.set()  # what waited in the outbox while we were away
 
 
 def _as_alert(v: AlertView) -> Alert:
