@@ -40,6 +40,11 @@ async def replay_history(
         counts["cars_from_checkpoint"] = engine.restore_plates(checkpoint)
         plates_since = max(plates_since, int(checkpoint.get("clock_ms", 0)) - PLATES_OVERLAP_MS)
     changes: list[AlertChange] = []
+    days = max(0, (recent_since - plates_since) // DAY_MS)
+    log.info(
+        "rebuilding rule state",
+        extra={"from_checkpoint": checkpoint is not None, "plate_days": days, "recent_s": recent_s},
+    )
     try:
         if checkpoint is None:
             engine.hold_bays(await history.bays_since(influx, plates_since))
@@ -50,6 +55,8 @@ async def replay_history(
                 if where is not None:
                     changes += engine.feed_plates(where, r.channel, r.reading)
             counts["plates"] += len(stored)
+            if (start - plates_since) // DAY_MS % 30 == 29:  # months of history: say how far it got
+                log.info("rebuild: plates", extra={"days_done": (start - plates_since) // DAY_MS + 1, "of": days})
         for start in range(recent_since, now_ms, RECENT_WINDOW_MS):
             stored = await _window(influx, EVERYTHING, start, min(start + RECENT_WINDOW_MS, now_ms))
             for r in stored:

@@ -51,6 +51,10 @@ class Metrics:
         self.messages = Counter("rules_messages", "messages evaluated", registry=self.registry)
         self.changes = Counter("rules_alert_changes", "alert changes applied", ["action"], registry=self.registry)
         self.connected = Gauge("rules_connected", "1 while connected to the broker", registry=self.registry)
+        self.notifications = Counter(
+            "rules_notifications", "robot and webhook messages by outcome", ["channel", "outcome"],
+            registry=self.registry,
+        )  # fmt: skip
         self.rebuild_s = Gauge("rules_rebuild_seconds", "how long the start-up rebuild took", registry=self.registry)
 
 
@@ -82,7 +86,10 @@ class RulesService(StreamConsumer):
             self.store = AlertStore(registry)
             self.checkpoints = Checkpoints(registry)
             http = await self._stack.enter_async_context(httpx.AsyncClient(timeout=10))
-            self.dispatchers = [Dispatcher(HttpRobot(ch, http), self.store) for ch in self.config.notify.channels]
+            self.dispatchers = [
+                Dispatcher(HttpRobot(ch, http), self.store, outcomes=self.metrics.notifications)
+                for ch in self.config.notify.channels
+            ]
             if s.rules_metrics_port:
                 self.health = await self._stack.enter_async_context(
                     HealthServer(s.rules_metrics_host, s.rules_metrics_port, self.metrics.registry, self.problem)

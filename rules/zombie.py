@@ -44,7 +44,6 @@ class ZombieCars:
         self.index = PlateIndex()
         self.deadlines: list[tuple[int, str]] = []
         self.bay_since: dict[str, int | None] = {}  # space sensor -> occupied since (None: free)
-        self.ignored_no_plate = 0
         estate = ctx.estate
         self._zones = {z.id: z for z in estate.zones if z.kind is ZoneKind.PARKING}
         self._bays: dict[str, list[str]] = {}
@@ -72,8 +71,7 @@ class ZombieCars:
             return
         if kind is DeviceType.VEHICLE_GATE and reading.type == "plate_read":
             if reading.plate is None:
-                self.ignored_no_plate += 1
-                return
+                return  # the camera read no plate: nothing to follow
             car = self._car(ctx, reading.plate, where, reading.ts, inside=reading.direction == "in")
             # Strictly later: the same read again (history replayed over a checkpoint) is no movement.
             if car.reads == 1 or reading.ts > car.last_move:

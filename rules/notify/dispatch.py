@@ -15,6 +15,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from prometheus_client import Counter
+
 from rules.notify.robots import HttpRobot, SendError
 from store.alerts import AlertStore, Outgoing
 
@@ -62,13 +64,15 @@ class Dispatcher:
         store: AlertStore,
         clock: Callable[[], float] = time.monotonic,
         poll_s: float = 0.5,
+        outcomes: Counter | None = None,
     ) -> None:
+        """``outcomes``: a Prometheus counter labelled (channel, outcome) for /metrics."""
         self.robot = robot
         self.name = robot.channel.name
         self.store = store
         self.window = SlidingWindow(robot.channel.per_minute, clock)
         self.poll_s = poll_s
-        self.sent = self.folded = self.failed = self.retried = 0
+        self._outcomes = outcomes
         self.wake = asyncio.Event()
 
     async def run(self) -> None:
@@ -90,7 +94,7 @@ class Dispatcher:
         first = due[0]
         if await self._post(self.robot.body(first.message, first.key), first.key, [first]):
             await self.store.settle([first.id], "sent")
-            self.sent += 1
+            self._count("sent", 1)
         return 1
 
     async def _fold(self, due: list[Outgoing]) -> int:
@@ -98,13 +102,17 @@ class Dispatcher:
         if not await self._post(self.robot.summary_body([d.message for d in due], key), key, due):
             return len(due)
         await self.store.settle([d.id for d in due], "folded")
-        self.folded += len(due)
+        self._count("folded", len(due))
         mobiles = sorted({m for d in due for m in d.message.get("mobiles", [])})
         if mobiles and self.robot.mention_body(mobiles, len(due)) is not None:
             # Queued like any message: it waits for the rate, and a restart neither loses nor repeats it.
             mention = {"mention": True, "mobiles": mobiles, "count": len(due)}
             await self.store.enqueue(key + ":mention", self.name, due[0].alert_id, mention)
         return len(due)
+
+    def _count(self, outcome: str, n: int) -> None:
+        if self._outcomes is not None:
+            self._outcomes.labels(self.name, outcome).inc(n)
 
     async def _post(self, body: dict[str, object], key: str, items: list[Outgoing]) -> bool:
         self.window.take()
@@ -114,11 +122,11 @@ class Dispatcher:
             ids = [i.id for i in items]
             attempts = max(i.attempts for i in items) + 1
             if exc.retryable and attempts < MAX_ATTEMPTS:
-                self.retried += 1
+                self._count("retried", len(items))
                 await self.store.retry_later(ids, backoff_s(attempts), str(exc))
                 log.warning("notify failed, will retry", extra={"channel": self.name, "error": str(exc)})
             else:
-                self.failed += len(items)
+                self._count("failed", len(items))
                 await self.store.settle(ids, "failed", str(exc))
                 log.error("notify failed for good", extra={"channel": self.name, "error": str(exc)})
             return False

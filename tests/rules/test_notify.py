@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry, Counter
 
 from devices.estate import Estate
 from rules.config import NotifyChannel
@@ -140,7 +141,9 @@ async def test_failures_retry_with_backoff_and_permanent_ones_stop(
     ch = channel(robot_server.url)
     clock = Clock()
     store = AlertStore(store.registry, clock)
-    dispatcher = Dispatcher(HttpRobot(ch, http), store)
+    metrics = CollectorRegistry()
+    outcomes = Counter("rules_notifications", "", ["channel", "outcome"], registry=metrics)
+    dispatcher = Dispatcher(HttpRobot(ch, http), store, outcomes=outcomes)
     await queue(store, ch, await alert(store), small)
     robot_server.script += [(502, {}), (200, {"errcode": 45009, "errmsg": "api freq out of limit"})]
     await dispatcher.run_once()
@@ -158,6 +161,11 @@ async def test_failures_retry_with_backoff_and_permanent_ones_stop(
     clock.t += 600
     await dispatcher.run_once()
     assert (await store.outbox())[-1][1] == "failed" and len(robot_server.requests) == 4
+    counted = {
+        outcome: metrics.get_sample_value("rules_notifications_total", {"channel": ch.name, "outcome": outcome})
+        for outcome in ("retried", "sent", "failed")
+    }
+    assert counted == {"retried": 2.0, "sent": 1.0, "failed": 1.0}, "operators see it on /metrics"
 
 
 async def test_no_duplicates_across_requeue_and_restart(
