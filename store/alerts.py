@@ -271,24 +271,19 @@ class AlertStore:
     # -- the outbox ------------------------------------------------------------------------------
     async def enqueue(self, key: str, channel: str, alert_id: int, message: dict[str, Any]) -> bool:
         """Queue a message once: False when ``key`` was queued before (a replay or a restart)."""
-        now = self.now_ms()
-        try:
-            async with self.registry.session() as s, s.begin():
-                s.add(
-                    NotificationRow(
-                        key=key, channel=channel, alert_id=alert_id, message=message, state="pending",
-                        attempts=0, next_at_ms=now, created_at_ms=now,
-                    )
-                )  # fmt: skip
-        except IntegrityError:
-            return False
-        return True
+        return await self.enqueue_many([(key, channel, alert_id, message)]) == 1
 
     async def enqueue_many(self, items: Sequence[tuple[str, str, int, dict[str, Any]]]) -> int:
         """Queue (key, channel, alert id, message) items in one transaction; keys queued before are
         skipped. Returns how many were new."""
         if not items:
             return 0
+        try:
+            return await self._insert_new(items)
+        except IntegrityError:  # another session queued one of these keys between our look and insert
+            return await self._insert_new(items)
+
+    async def _insert_new(self, items: Sequence[tuple[str, str, int, dict[str, Any]]]) -> int:
         now = self.now_ms()
         async with self.registry.session() as s, s.begin():
             keys = [k for k, _, _, _ in items]
