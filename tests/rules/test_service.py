@@ -267,3 +267,23 @@ async def test_a_registry_failure_stops_the_engine_and_loses_no_alert(
     assert sent(hook, "fire") == []
     async with running(settings):  # the table is back; the broker redelivers the unacknowledged alarm
         assert await eventually(lambda: len(sent(hook, "fire")) == 1, 20)
+
+
+async def test_an_unacknowledged_alarm_escalates_to_the_next_role(
+    rules_settings: Callable[..., RulesSettings], devices: Device, hook: Recorder, small: Estate, tmp_path: Path
+) -> None:
+    config = tmp_path / "escalate.yaml"
+    config.write_text(
+        "notify:\n  ack_timeouts_s: {critical: [1]}\n  ack_escalate_to: [community_police]\n  channels:\n"
+        f"    - {{name: hook, kind: webhook, url: '{hook.url}/alerts', min_severity: info}}\n"
+    )
+    settings = rules_settings(rules_rebuild_s=0, rules_config=config)
+    alarm = {"type": "alarm", "smoke_obscuration_pct": 12.0, "temp_c": 40.0}
+    async with running(settings):
+        devices.send("smoke_sensor", "smk-b001-u1-101", "event", ts=int(time.time() * 1000), **alarm)
+        assert await eventually(lambda: [m["action"] for m in sent(hook, "fire")] == ["opened", "escalated"], 20)
+    police = next(c.mobile for c in small.contacts if c.role == "community_police")
+    opened, escalated = sent(hook, "fire")
+    assert police not in opened["mobiles"] and police in escalated["mobiles"]
+    [(alert, trail)] = await alerts(settings, "fire")
+    assert alert.ack_escalations == 1 and [e.action for e in trail] == ["opened", "escalated"]
