@@ -62,6 +62,16 @@ def _measurements_regex() -> str:
     return "/^(" + "|".join(sorted(names)) + ")$/"
 
 
+def completeness_line(key: tuple[str, str, str], received: int, expected: int, low: int, high: int, end_ms: int) -> str:
+    """One device's ``ingest_completeness`` point: what arrived against the seq range it spans."""
+    site, device_type, device_id = (escape_key(k) for k in key)
+    return (
+        f"{COMPLETENESS_MEASUREMENT},device_id={device_id},device_type={device_type},site={site} "
+        f"received={received}i,expected={expected}i,missing={max(0, expected - received)}i,"
+        f"first_seq={low}i,last_seq={high}i {end_ms}"
+    )
+
+
 class Completeness:
     def __init__(self, influx: Influx, metrics: IngestMetrics, period_s: int, lateness_s: int = 30) -> None:
         self.influx = influx
@@ -92,12 +102,7 @@ class Completeness:
             missing = max(0, expected - w.received)
             total_missing += missing
             self._last_high[key] = w.high
-            site, device_type, device_id = (escape_key(k) for k in key)
-            lines.append(
-                f"{COMPLETENESS_MEASUREMENT},device_id={device_id},device_type={device_type},site={site} "
-                f"received={w.received}i,expected={expected}i,missing={missing}i,"
-                f"first_seq={low}i,last_seq={w.high}i {end_ms}"
-            )
+            lines.append(completeness_line(key, w.received, expected, low, w.high, end_ms))
         if lines:
             await self.influx.write("\n".join(lines).encode())
         self.metrics.missing.set(total_missing)

@@ -23,6 +23,7 @@ from ingest.config import IngestSettings
 from ingest.lines import encode, forget_series
 from ingest.metrics import IngestMetrics
 from ingest.rejects import Rejects
+from ingest.selfstats import SelfStats
 from ingest.spool import Spool
 from ingest.writer import Entry, Writer
 from store.consumer import StreamConsumer
@@ -105,6 +106,10 @@ class IngestService(StreamConsumer):
         if self.settings.ingest_completeness_s:
             jobs["completeness"] = Completeness(
                 self.influx, self.metrics, self.settings.ingest_completeness_s
+            ).run_forever()
+        if self.settings.ingest_stats_s:
+            jobs["self-stats"] = SelfStats(
+                self.influx, self.metrics, self.settings.ingest_client_id, self.settings.ingest_stats_s
             ).run_forever()
         self._start_tasks(jobs)
 
