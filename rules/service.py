@@ -31,18 +31,16 @@ from rules.notify.dispatch import Dispatcher
 from rules.notify.messages import Directory, message, text, wants
 from rules.notify.robots import HttpRobot
 from rules.settings import RulesSettings
-from store.alerts import AlertStore, AlertView, Applied
+from store.alerts import AlertStore, AlertView, Applied, mirror_line, open_lines
 from store.checkpoints import Checkpoints
 from store.consumer import StreamConsumer
 from store.health import HealthServer
 from store.influx import Influx, InfluxError
 from store.registry.db import Registry
-from store.series import escape_key, escape_string
 
 log = logging.getLogger("estatewatch.rules")
 MQTT_CHANNEL = "mqtt"
 NOTIFY_ACTIONS = ("opened", "reopened", "escalated")
-ALERTS_MEASUREMENT = "alerts"
 
 
 class Metrics:
@@ -131,6 +129,8 @@ class RulesService(StreamConsumer):
         jobs["influx-mirror"] = self._write_mirror()
         jobs["checkpoint"] = self._checkpoint_forever()
         jobs["ack-escalation"] = self._escalate_forever()
+        if self.settings.rules_open_counts_s:
+            jobs["open-counts"] = self._open_counts_forever()
         self._start_tasks(jobs)
 
     def problem(self) -> str | None:
@@ -141,6 +141,17 @@ class RulesService(StreamConsumer):
         if any(t.done() for t in self._tasks):
             return "a task has stopped"
         return None
+
+    async def _open_counts_forever(self) -> None:
+        period = self.settings.rules_open_counts_s
+        site = self.estate.site.id
+        rules = list(type(self.config.rules).model_fields)
+        grids = [g.id for g in self.estate.grids]
+        while True:
+            now_ns = int(time.time() * 1000) * 1_000_000
+            for line in open_lines(site, rules, grids, await self.store.open_counts(site), now_ns):
+                self._mirror_lines.put_nowait(line)
+            await asyncio.sleep(period - time.time() % period)
 
     # -- rebuild ---------------------------------------------------------------------------------
     async def _rebuild(self) -> None:
@@ -223,15 +234,7 @@ class RulesService(StreamConsumer):
         for d in self.dispatchers:
             d.wake.set()
         self._mqtt_wake.set()
-        tags = {"site": alert.site, "rule": alert.rule, "severity": alert.severity, "action": action}
-        tags |= {k: v for k, v in (("grid", alert.grid), ("building", alert.building)) if v}
-        self._mirror_lines.put_nowait(
-            ALERTS_MEASUREMENT
-            + "".join(f",{escape_key(k)}={escape_key(v)}" for k, v in sorted(tags.items()))
-            + f" alert_id={alert.id}i,subject={escape_string(alert.subject)},title={escape_string(alert.title)}"
-            + f",state={escape_string(alert.state)},count={alert.count}i,escalation={alert.escalation}i"
-            + f" {alert.last_ts * 1_000_000 + alert.id % 1_000_000}"
-        )
+        self._mirror_lines.put_nowait(mirror_line(alert, action, alert.last_ts))
 
     async def _write_mirror(self) -> None:
         """The InfluxDB copy, off the message path: batched, retried, never blocking an alert."""

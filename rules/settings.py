@@ -27,6 +27,9 @@ class RulesSettings(Settings):
     rules_checkpoint_s: float = Field(
         60.0, gt=0, description="how often weeks of plate state are checkpointed to the registry"
     )
+    rules_open_counts_s: float = Field(
+        60.0, ge=0, description="period of the alerts_open points (open alerts per rule and grid), s (0: off)"
+    )
     rules_escalation_check_s: float = Field(10.0, gt=0, description="how often unacknowledged alerts are checked")
     rules_metrics_port: int = Field(9103, ge=0, le=65_535, description="/metrics and /healthz port (0: none)")
     rules_metrics_host: str = Field("127.0.0.1", description="address the metrics port binds")

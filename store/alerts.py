@@ -11,12 +11,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from store.registry.db import Registry
 from store.registry.schema import AlertEventRow, AlertRow, NotificationRow
+from store.series import escape_key, escape_string
 
 SEVERITIES = ("info", "warning", "critical")
 EVIDENCE_KEPT = 20
@@ -68,6 +69,46 @@ class AlertView:
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+ALERTS_MEASUREMENT = "alerts"
+OPEN_MEASUREMENT = "alerts_open"
+ESTATE_GRID = "_estate"  # the grid tag of alerts no grid owns (radios, estate-wide rules)
+
+
+def mirror_line(alert: AlertView, action: str, ts_ms: int) -> str:
+    """The alert's ``alerts`` point in InfluxDB (Grafana's annotations and alert boards): one per
+    change, stamped ``ts_ms`` plus the id's last digits in ns, so changes in one ms never overwrite."""
+    tags = {"site": alert.site, "rule": alert.rule, "severity": alert.severity, "action": action}
+    tags |= {k: v for k, v in (("grid", alert.grid), ("building", alert.building)) if v}
+    fields = (
+        f"alert_id={alert.id}i,subject={escape_string(alert.subject)},title={escape_string(alert.title)}"
+        f",state={escape_string(alert.state)},count={alert.count}i,escalation={alert.escalation}i"
+    )
+    if alert.acknowledged_at_ms is not None:
+        fields += f",ack_s={(alert.acknowledged_at_ms - alert.opened_at_ms) / 1000:.3f}"
+    return (
+        ALERTS_MEASUREMENT
+        + "".join(f",{escape_key(k)}={escape_key(v)}" for k, v in sorted(tags.items()))
+        + f" {fields} {ts_ms * 1_000_000 + alert.id % 1_000_000}"
+    )
+
+
+def open_lines(
+    site: str, rules: Sequence[str], grids: Sequence[str], counts: Mapping[tuple[str, str, str, str], int], ts_ns: int
+) -> list[str]:
+    """``alerts_open`` points (ns stamps): every (rule, grid) each time, zeros included, so a board's last value
+    is never a count that has since gone to zero."""
+    lines = []
+    for rule in sorted({*rules, *(k[0] for k in counts)}):
+        for grid in sorted({*grids, ESTATE_GRID, *(k[1] for k in counts if k[0] == rule)}):
+            mine = {k: n for k, n in counts.items() if k[0] == rule and k[1] == grid}
+            fields = {sev: sum(n for k, n in mine.items() if k[2] == sev) for sev in SEVERITIES}
+            fields |= {st: sum(n for k, n in mine.items() if k[3] == st) for st in ("open", "acknowledged")}
+            body = ",".join(f"{k}={v}i" for k, v in fields.items())
+            tags = f"grid={escape_key(grid)},rule={escape_key(rule)},site={escape_key(site)}"
+            lines.append(f"{OPEN_MEASUREMENT},{tags} {body} {ts_ns}")
+    return lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +298,16 @@ class AlertStore:
             if site is not None:
                 query = query.where(AlertRow.site_id == site)
             return [AlertView.of(r) for r in (await s.scalars(query)).all()]
+
+    async def open_counts(self, site: str) -> dict[tuple[str, str, str, str], int]:
+        """Alerts not resolved, by (rule, grid, severity, state)."""
+        async with self.registry.session() as s:
+            rows = await s.execute(
+                select(AlertRow.rule, AlertRow.grid_id, AlertRow.severity, AlertRow.state, func.count())
+                .where(AlertRow.open_key.is_not(None), AlertRow.site_id == site)
+                .group_by(AlertRow.rule, AlertRow.grid_id, AlertRow.severity, AlertRow.state)
+            )
+            return {(r, g or ESTATE_GRID, sev, st): n for r, g, sev, st, n in rows.all()}
 
     async def get(self, alert_id: int) -> tuple[AlertView, list[AuditEntry]]:
         async with self.registry.session() as s:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from store.alerts import AlertNotFoundError, AlertStateError, AlertStore
+from store.alerts import AlertNotFoundError, AlertStateError, AlertStore, mirror_line, open_lines
 from store.registry.db import Registry
 
 
@@ -172,3 +172,31 @@ async def test_the_outbox_takes_a_key_once(store: AlertStore, clock: Clock) -> N
     assert again.attempts == 1
     await store.settle([again.id], "sent")
     assert await store.outbox("wecom") == [("1:opened:wecom", "sent", 1)]
+
+
+async def test_open_counts_are_written_for_every_rule_and_grid_with_zeros(store: AlertStore, clock: Clock) -> None:
+    await store.apply("opened", 1000, snap())
+    sos = await store.apply("opened", 1000, snap(rule="sos", subject="radio-01", grid=None, severity="critical"))
+    assert sos is not None
+    await store.acknowledge(sos.alert.id, "worker")
+    counts = await store.open_counts("small")
+    assert counts == {("fire_lane", "g01", "info", "open"): 1, ("sos", "_estate", "critical", "acknowledged"): 1}
+    lines = open_lines("small", ["fire_lane", "sos", "fire"], ["g01", "g02"], counts, 5)
+    by_key = {line.split(" ")[0]: line.split(" ")[1] for line in lines}
+    assert len(lines) == 3 * 3  # every rule x (two grids and the estate-wide one)
+    assert by_key["alerts_open,grid=g01,rule=fire_lane,site=small"] == (
+        "info=1i,warning=0i,critical=0i,open=1i,acknowledged=0i"
+    )
+    assert by_key["alerts_open,grid=_estate,rule=sos,site=small"].endswith("critical=1i,open=0i,acknowledged=1i")
+    zeros = "info=0i,warning=0i,critical=0i,open=0i,acknowledged=0i"
+    assert by_key["alerts_open,grid=g02,rule=fire,site=small"] == zeros
+
+
+async def test_the_influx_copy_of_an_acknowledgement_says_how_long_it_took(store: AlertStore, clock: Clock) -> None:
+    opened = await store.apply("opened", 1000, snap())
+    assert opened is not None
+    assert "ack_s" not in mirror_line(opened.alert, "opened", 1000)
+    clock.t += 95.5
+    acked = await store.acknowledge(opened.alert.id, "worker")
+    line = mirror_line(acked, "acknowledged", store.now_ms())
+    assert ",action=acknowledged," in line and ",ack_s=95.500 " in line
