@@ -3,7 +3,6 @@ restarts mid-incident neither lose nor repeat an alert; the simulator's incident
 
 import asyncio
 import contextlib
-import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -11,11 +10,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
-from devices.estate import Estate, dump_estate
+from devices.estate import Estate
 from rules.service import RulesService
 from rules.settings import RulesSettings
 from stack.procs import free_port
@@ -23,10 +20,12 @@ from store.alerts import AlertStore
 from store.checkpoints import Checkpoints
 from store.registry.db import Registry
 from tests.support import mqtt
+from tests.support import rules as support_rules
 from tests.support.http_recorder import Recorder, http_recorder
 from tests.support.ingest import IngestProcess, eventually
 from tests.support.pipeline import simulate
-from tests.support.servers import PASSWORD, Broker, InfluxServer
+from tests.support.rules import Device
+from tests.support.servers import Broker, InfluxServer
 
 DAY = 86_400_000
 MIN = 60_000
@@ -48,29 +47,10 @@ def rules_settings(
     small: Estate,
     hook: Recorder,
 ) -> Callable[..., RulesSettings]:
-    estate_file = tmp_path / "estate.yaml"
-    estate_file.write_text(dump_estate(small))
-    config = tmp_path / "rules.yaml"
-    config.write_text(
-        "notify:\n  page_url: http://estate.example/page\n  channels:\n"
-        f"    - {{name: hook, kind: webhook, url: '{hook.url}/alerts', min_severity: info}}\n"
-    )
-
     def make(**over: Any) -> RulesSettings:
-        values: dict[str, Any] = {
-            "mqtt_url": broker.url("service"),
-            "influx_url": influxd.url,
-            "influx_database": influx_db,
-            "db_url": registry_url,
-            "estate_file": estate_file,
-            "run_dir": tmp_path / "run",
-            "rules_config": config,
-            "rules_client_id": "rules-test",
-            "rules_metrics_port": 0,
-            "rules_escalation_check_s": 0.2,
-            **over,
-        }
-        return RulesSettings.model_validate(values)
+        return support_rules.rules_settings(
+            broker, influxd.url, influx_db, registry_url, tmp_path, small, hook.url, **over
+        )
 
     return make
 
@@ -79,28 +59,6 @@ def rules_settings(
 async def running(settings: RulesSettings) -> AsyncIterator[RulesService]:
     async with RulesService(settings) as svc:
         yield svc
-
-
-class Device:
-    """Publishes as the devices do (QoS 1, simulator credentials), waiting for each PUBACK."""
-
-    def __init__(self, broker: Broker, site: str) -> None:
-        self.site = site
-        self.seq: dict[str, int] = {}
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="test-devices", protocol=paho.MQTTv5)
-        self.client.username_pw_set("simulator", PASSWORD)
-        self.client.connect("127.0.0.1", broker.port)
-        self.client.loop_start()
-
-    def send(self, device_type: str, device: str, channel: str, **body: Any) -> None:
-        self.seq[device] = self.seq.get(device, 0) + 1
-        topic = f"estate/v1/{self.site}/{device_type}/{device}/{channel}"
-        info = self.client.publish(topic, json.dumps({"seq": self.seq[device], **body}), qos=1)
-        info.wait_for_publish(10)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 @pytest.fixture

@@ -52,6 +52,7 @@ async def simulate(
     during: Callable[[Simulator], Awaitable[Any]] | None = None,
     incidents: tuple[str, ...] = (),
     incident_delay_s: float = 5.0,
+    start_ms: int | None = None,
 ) -> dict[str, int]:
     """Run the simulator on ``estate``; ``during`` runs alongside (to cause faults). Returns last seq per device."""
     import asyncio
@@ -65,6 +66,7 @@ async def simulate(
         rate_scale=rate_scale,
         incidents=tuple(Incident.parse(i) for i in incidents),
         incident_delay_s=incident_delay_s,
+        start_ms=start_ms,
     )
     async with Simulator(estate, estate.devices, options) as sim:
         run = asyncio.create_task(sim.run())
