@@ -12,6 +12,7 @@ COPY sim ./sim
 COPY ingest ./ingest
 COPY rules ./rules
 COPY bench ./bench
+COPY grafana ./grafana
 COPY estatewatch ./estatewatch
 COPY estates ./estates
 RUN pip install ".[postgres]" && useradd --system --uid 10001 --home /app estatewatch \

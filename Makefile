@@ -34,10 +34,11 @@ typecheck:
 unit:
 	$(BIN)/pytest
 
-## generated: rewrite the generated files (JSON Schemas, reference estate); tests check they are current.
+## generated: rewrite the generated files (JSON Schemas, reference estate, Grafana boards); tests check they are current.
 generated: venv
 	$(PY) -m devices.schemas docs/schemas
 	$(PY) -m devices.reference estates/luedi-south.yaml
+	$(PY) -m grafana.build
 
 down: venv
 	$(BIN)/estatewatch stack down

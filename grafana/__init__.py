@@ -1,0 +1,1 @@
+"""Grafana boards as code: the dashboards (generated into dashboards/), provisioning and sync."""

@@ -1,0 +1,453 @@
+"""The nine EstateWatch boards. Every query reads only what ingest and the rules service write
+(store/series.py, ingest_stats, ingest_completeness, ingest_rejects, alerts, alerts_open); the tests
+run each one against a real InfluxDB holding a simulated estate day.
+"""
+
+from typing import Any
+
+from devices.catalog import CATALOG
+from devices.types import Channel
+from grafana.model import (
+    BUILDING,
+    GRID,
+    SITE,
+    SITE_VAR,
+    Panel,
+    Query,
+    alert_annotation,
+    dashboard,
+)
+from store.series import measurement
+
+B = f"{SITE} AND {BUILDING} AND $timeFilter"  # building-scoped devices
+Z = f"{SITE} AND {GRID} AND $timeFilter"  # zone devices (parking, fire lanes) by grid
+S = f"{SITE} AND $timeFilter"  # estate-wide devices (radios, gates) and the platform
+PER = "time($__interval)"
+TELEMETRY = "/^(" + "|".join(sorted(measurement(t, Channel.TELEMETRY) for t in CATALOG)) + ")$/"
+
+
+def _events(measurement: str, event_type: str, where: str, group: str = "") -> str:
+    by = f"GROUP BY {PER}{', ' + group if group else ''} fill(0)"
+    return f'SELECT count("seq") FROM "{measurement}" WHERE "event_type" = \'{event_type}\' AND {where} {by}'
+
+
+def _summed_means(measurement: str, field: str, where: str, per: str, inner: str) -> str:
+    """Per interval, the mean of each series summed over ``per``: load that does not grow with the
+    number of readings in an interval."""
+    return (
+        f'SELECT sum("v") FROM (SELECT mean("{field}") AS "v" FROM "{measurement}" WHERE {where} '
+        f"GROUP BY {PER}, {inner}) GROUP BY {PER}{', ' + per if per else ''}"
+    )
+
+
+def _count_last(measurement: str, field: str, where: str, condition: str, per: str = "", series: str = "") -> str:
+    """How many series' (devices', or ``series``) latest ``field`` meets ``condition``, by ``per``."""
+    inner = ", ".join(x for x in ('"device_id"', series, per) if x)
+    outer = f" GROUP BY {per}" if per else ""
+    return (
+        f'SELECT count("v") FROM (SELECT last("{field}") AS "v" FROM "{measurement}" WHERE {where} '
+        f"GROUP BY {inner}) WHERE {condition}{outer}"
+    )
+
+
+STATE_TABLE = {"showHeader": True, "cellHeight": "sm"}
+LEGEND_TABLE = {"legend": {"displayMode": "table", "placement": "right", "calcs": ["mean", "max", "lastNotNull"]}}
+HIDE_TIME = [{"id": "organize", "options": {"excludeByName": {"Time": True}}}]
+
+
+def overview() -> dict[str, Any]:
+    return dashboard(
+        "ew-overview",
+        "Estate overview",
+        [
+            Panel(
+                "bargauge",
+                "Devices reporting, by type",
+                [Query(f'SELECT count("v") FROM (SELECT last("seq") AS "v" FROM {TELEMETRY} WHERE {SITE} '
+                       f'AND $timeFilter GROUP BY "device_id", "device_type") GROUP BY "device_type"',
+                       alias="$tag_device_type")],
+                width=8,
+                description="Devices that sent telemetry in the time range (Device health shows who went offline).",
+            ),
+            Panel(
+                "bargauge",
+                "Open alerts, by rule",
+                [
+                    Query(f'SELECT sum("open") + sum("acknowledged") FROM (SELECT last("open") AS "open", '
+                          f'last("acknowledged") AS "acknowledged" FROM "alerts_open" WHERE {SITE} AND {GRID} '
+                          f'AND $timeFilter GROUP BY "rule", "grid") GROUP BY "rule"', alias="$tag_rule"),
+                ],
+                width=8,
+                description="Alerts not yet resolved (open or acknowledged), as the rules service last counted.",
+            ),
+            Panel(
+                "stat",
+                "Open alerts, by severity",
+                [
+                    Query(f'SELECT sum("{sev}") FROM (SELECT last("{sev}") AS "{sev}" FROM "alerts_open" WHERE '
+                          f'{SITE} AND {GRID} AND $timeFilter GROUP BY "rule", "grid")', alias=sev)
+                    for sev in ("critical", "warning", "info")
+                ],
+                width=8,
+            ),
+            Panel(
+                "timeseries",
+                "Charging load, whole estate",
+                [Query(_summed_means("ev_charger", "power_w", B, "", '"device_id", "port"'), alias="charging")],
+                unit="watt",
+                width=16,
+            ),
+            Panel(
+                "stat",
+                "Charging ports in use now",
+                [Query(_count_last("ev_charger", "state", B, "\"v\" = 'charging'", series='"port"'), alias="charging")],
+                width=8,
+            ),
+            Panel(
+                "stat",
+                "Occupied spaces, by zone",
+                [Query(_count_last("space_sensor", "occupied", Z, '"v" = true', '"zone"'), alias="$tag_zone")],
+                width=12,
+            ),
+            Panel(
+                "timeseries",
+                "Fire-lane and parking zones occupied (camera)",
+                [Query(_events("camera_event", "zone_occupied", Z, '"zone"'), alias="$tag_zone")],
+                width=12,
+            ),
+            Panel(
+                "stat",
+                "Smoke sensors in alarm or fault",
+                [Query(_count_last("smoke_sensor", "state", B, "\"v\" != 'normal'", '"building"'),
+                       alias="$tag_building")],
+                width=12,
+                defaults={"thresholds": {"mode": "absolute", "steps": [{"color": "green", "value": None},
+                                                                       {"color": "red", "value": 1}]}},
+            ),
+            Panel(
+                "stat",
+                "Radios on patrol",
+                [Query(f'SELECT count("v") FROM (SELECT last("lat") AS "v" FROM "radio" WHERE {S} '
+                       f'GROUP BY "device_id")', alias="radios")],
+                width=12,
+                description="Radios that reported a position in the time range.",
+            ),
+        ],
+        description="One screen for the whole estate: devices, alerts, charging, parking, fire safety, patrol.",
+        tags=["overview"],
+        annotations=(alert_annotation(),),
+        time_from="now-6h",
+    )
+
+
+def charging() -> dict[str, Any]:
+    return dashboard(
+        "ew-charging",
+        "Charging",
+        [
+            Panel("timeseries", "Charging load per building",
+                  [Query(_summed_means("ev_charger", "power_w", B, '"building"', '"device_id", "port", "building"'),
+                         alias="$tag_building")],
+                  unit="watt", width=12, options=LEGEND_TABLE),
+            Panel("timeseries", "Load per pile",
+                  [Query(_summed_means("ev_charger", "power_w", B, '"device_id"', '"device_id", "port"'),
+                         alias="$tag_device_id")],
+                  unit="watt", width=12, options=LEGEND_TABLE),
+            Panel("timeseries", "Sessions started and stopped",
+                  [Query(_events("ev_charger_event", "session_start", B), alias="started"),
+                   Query(_events("ev_charger_event", "session_stop", B), alias="stopped")],
+                  width=8),
+            Panel("table", "Port faults",
+                  [Query(f'SELECT "code", "device_id", "port", "building" FROM "ev_charger_event" WHERE '
+                         f"\"event_type\" = 'fault' AND {B} ORDER BY time DESC LIMIT 100", format="table")],
+                  width=8),
+            Panel("timeseries", "Port temperature, hottest per building",
+                  [Query(f'SELECT max("temp_c") FROM "ev_charger" WHERE {B} GROUP BY {PER}, "building"',
+                         alias="$tag_building")],
+                  unit="celsius", width=8,
+                  description="Over-temperature stops are listed under 'Stops by reason'."),
+            Panel("stat", "Sessions stopped, and stopped over temperature",
+                  [Query(f'SELECT count("seq") FROM "ev_charger_event" WHERE "event_type" = \'session_stop\' '
+                         f"{extra}AND {B}", alias=alias)
+                   for alias, extra in (("stopped", ""), ("over temperature", "AND \"reason\" = 'over_temperature' "))],
+                  width=8),
+            Panel("timeseries", "Stairwell circuit load per unit (the flying-lead signal at night)",
+                  [Query(f'SELECT mean("power_w") FROM "power_meter" WHERE {B} GROUP BY {PER}, "building", "unit"',
+                         alias="$tag_building $tag_unit")],
+                  unit="watt", width=16,
+                  description="A charger-sized step on a stairwell circuit at night is an e-bike charged from a "
+                              "flying lead; the flying_lead rule alerts on it (annotations)."),
+        ],
+        description="Charging piles and stairwell circuits: load, sessions, faults and the flying-lead signal.",
+        tags=["charging"],
+        annotations=(alert_annotation("flying_lead|charger_overtemp|charger_fault|charger_overload"),),
+    )
+
+
+def fire_safety() -> dict[str, Any]:
+    return dashboard(
+        "ew-fire",
+        "Fire safety",
+        [
+            Panel("stat", "Sensors not normal, by state",
+                  [Query(_count_last("smoke_sensor", "state", B, f"\"v\" = '{state}'"), alias=state)
+                   for state in ("alarm", "fault")],
+                  width=8),
+            Panel("table", "Sensors not normal",
+                  [Query(f'SELECT "state", "building", "unit", "device_id" FROM (SELECT last("state") AS "state" '
+                         f'FROM "smoke_sensor" WHERE {B} GROUP BY "device_id", "building", "unit") '
+                         f"WHERE \"state\" != 'normal'", format="table")],
+                  width=16, transformations=HIDE_TIME),
+            Panel("timeseries", "Smoke events by kind",
+                  [Query(_events("smoke_sensor_event", kind, B), alias=kind)
+                   for kind in ("alarm", "fault", "low_battery", "test")],
+                  width=12),
+            Panel("timeseries", "Alarms per building",
+                  [Query(_events("smoke_sensor_event", "alarm", B, '"building"'), alias="$tag_building")],
+                  width=12),
+            Panel("bargauge", "Lowest batteries",
+                  [Query(f'SELECT bottom("battery_pct", "device_id", 10) FROM "smoke_sensor" WHERE {B}',
+                         format="table")],
+                  unit="percent", width=12),
+            Panel("timeseries", "Signal strength per building (mean)",
+                  [Query(f'SELECT mean("rssi_dbm") FROM "smoke_sensor" WHERE {B} GROUP BY {PER}, "building"',
+                         alias="$tag_building")],
+                  unit="dBm", width=12),
+        ],
+        description="Smoke sensors: states, alarms over time, battery and signal health.",
+        tags=["fire"],
+        annotations=(alert_annotation("fire|smoke_maintenance"),),
+    )
+
+
+def access() -> dict[str, Any]:
+    return dashboard(
+        "ew-access",
+        "Access",
+        [
+            Panel("barchart", "Entries by method and hour",
+                  [Query(f'SELECT count("granted") FROM "door_controller_event" WHERE "event_type" = \'access\' '
+                         f"AND \"granted\" = true AND \"method\" = '{m}' AND {B} GROUP BY time(1h) fill(0)", alias=m)
+                   for m in ("card", "face", "qr", "password")],
+                  width=24, interval="1h"),
+            Panel("timeseries", "Denied attempts",
+                  [Query(f'SELECT count("granted") FROM "door_controller_event" WHERE "event_type" = \'access\' '
+                         f'AND "granted" = false AND {B} GROUP BY {PER}, "building" fill(0)',
+                         alias="$tag_building")],
+                  width=12),
+            Panel("timeseries", "Forced, held open and tailgating",
+                  [Query(_events("door_controller_event", kind, B), alias=kind)
+                   for kind in ("forced_open", "held_open", "tailgating")],
+                  width=12),
+            Panel("table", "Latest door incidents",
+                  [Query(f'SELECT "event_type", "building", "unit", "device_id", "open_s", "persons" FROM '
+                         f'"door_controller_event" WHERE "event_type" =~ /^(forced_open|held_open|tailgating)$/ '
+                         f"AND {B} ORDER BY time DESC LIMIT 50", format="table")],
+                  width=24),
+        ],
+        description="Door controllers: who comes in how, denials, forced doors, doors held open, tailgating.",
+        tags=["access"],
+        annotations=(alert_annotation("door_held_open|door_forced|tailgating"),),
+    )
+
+
+def parking() -> dict[str, Any]:
+    return dashboard(
+        "ew-parking",
+        "Parking and fire lanes",
+        [
+            Panel("state-timeline", "Fire-lane spaces occupied",
+                  [Query(f'SELECT last("occupied") FROM "space_sensor" WHERE {Z} AND "zone" =~ /^fl-/ '
+                         f'GROUP BY {PER}, "zone", "device_id" fill(previous)', alias="$tag_device_id")],
+                  width=24, height=8),
+            Panel("timeseries", "Occupied spaces per zone",
+                  [Query(f'SELECT count("v") FROM (SELECT last("occupied") AS "v" FROM "space_sensor" WHERE {Z} '
+                         f'GROUP BY {PER}, "device_id", "zone" fill(previous)) WHERE "v" = true '
+                         f'GROUP BY {PER}, "zone"', alias="$tag_zone")],
+                  width=12),
+            Panel("timeseries", "Vehicles in and out",
+                  [Query(f'SELECT count("plate") FROM "vehicle_gate_event" WHERE "event_type" = \'plate_read\' '
+                         f"AND \"direction\" = '{d}' AND {S} GROUP BY {PER} fill(0)", alias=d)
+                   for d in ("in", "out")],
+                  width=12),
+            Panel("table", "Long stays and blocked fire lanes (alerts)",
+                  [Query(f'SELECT "subject", "title", "state", "severity", "rule" FROM "alerts" WHERE {SITE} '
+                         f'AND {GRID} '
+                         f'AND "rule" =~ /^(zombie_car|fire_lane)$/ AND $timeFilter ORDER BY time DESC LIMIT 100',
+                         format="table")],
+                  width=24),
+        ],
+        description="Parking zones and fire lanes: occupancy over time, gate traffic, long-stay plates.",
+        tags=["parking"],
+        annotations=(alert_annotation("fire_lane|zombie_car"),),
+    )
+
+
+def patrol() -> dict[str, Any]:
+    geomap = {
+        "view": {"id": "fit", "lat": 0, "lon": 0, "zoom": 16},
+        "controls": {"showZoom": True, "mouseWheelZoom": True},
+        "basemap": {"type": "default", "name": "Basemap"},
+        "layers": [
+            {
+                "type": "markers",
+                "name": "Radios",
+                "location": {"mode": "coords", "latitude": "lat", "longitude": "lon"},
+                "config": {"showLegend": False, "style": {"size": {"fixed": 6}, "text": {"field": "device_id"}}},
+            }
+        ],
+    }
+    return dashboard(
+        "ew-patrol",
+        "Patrol",
+        [
+            Panel("geomap", "Radios, last position",
+                  [Query(f'SELECT last("lat") AS "lat", last("lon") AS "lon", last("battery_pct") AS "battery_pct" '
+                         f'FROM "radio" WHERE {S} GROUP BY "device_id"', format="table")],
+                  width=16, height=14, options=geomap),
+            Panel("table", "SOS",
+                  [Query(f'SELECT "device_id", "lat", "lon" FROM "radio_event" WHERE "event_type" = \'sos\' AND {S} '
+                         f"ORDER BY time DESC LIMIT 50", format="table")],
+                  width=8, height=14),
+            Panel("timeseries", "Radio battery",
+                  [Query(f'SELECT mean("battery_pct") FROM "radio" WHERE {S} GROUP BY {PER}, "device_id"',
+                         alias="$tag_device_id")],
+                  unit="percent", width=12),
+            Panel("timeseries", "Talk time (push-to-talk)",
+                  [Query(f'SELECT sum("talk_s") FROM "radio_event" WHERE "event_type" = \'ptt\' AND {S} '
+                         f"GROUP BY {PER} fill(0)", alias="talk")],
+                  unit="s", width=12),
+        ],
+        description="Staff radios: where they are, battery, SOS.",
+        tags=["patrol"],
+        variables=(SITE_VAR,),
+        annotations=(alert_annotation("sos"),),
+        time_from="now-3h",
+        refresh="30s",
+    )
+
+
+def device_health() -> dict[str, Any]:
+    return dashboard(
+        "ew-health",
+        "Device health",
+        [
+            Panel("table", "Silent devices (open alerts)",
+                  [Query(f'SELECT "subject", "title", "state" FROM "alerts" WHERE {SITE} AND {GRID} AND '
+                         f"\"rule\" = 'device_silent' AND $timeFilter ORDER BY time DESC LIMIT 100", format="table")],
+                  width=12),
+            Panel("bargauge", "Devices reporting offline, by type",
+                  [Query(_count_last("device_status", "state", f"{SITE} AND $timeFilter", "\"v\" = 'offline'",
+                                     '"device_type"'), alias="$tag_device_type")],
+                  width=12),
+            Panel("table", "Lowest batteries (space sensors and radios)",
+                  [Query(f'SELECT bottom("battery_pct", "device_id", 10) FROM "{m}" WHERE {SITE} AND $timeFilter',
+                         format="table")
+                   for m in ("space_sensor", "radio")],
+                  unit="percent", width=12, transformations=[{"id": "merge", "options": {}}]),
+            Panel("timeseries", "Readings missing (seq gaps), by type",
+                  [Query(f'SELECT sum("missing") FROM "ingest_completeness" WHERE {S} GROUP BY {PER}, "device_type" '
+                         f"fill(0)", alias="$tag_device_type")],
+                  width=12),
+            Panel("table", "Devices with the most gaps",
+                  [Query(f'SELECT top("missing", "device_id", 20) FROM "ingest_completeness" WHERE {S}',
+                         format="table")],
+                  width=12),
+            Panel("timeseries", "Completeness, by type",
+                  [Query(f'SELECT sum("received") / sum("expected") FROM "ingest_completeness" WHERE {S} '
+                         f'GROUP BY {PER}, "device_type"', alias="$tag_device_type")],
+                  unit="percentunit", width=12),
+        ],
+        description="Silent and offline devices, batteries, and gaps in what devices sent.",
+        tags=["health"],
+        annotations=(alert_annotation("device_silent|smoke_maintenance"),),
+    )
+
+
+def alerts() -> dict[str, Any]:
+    return dashboard(
+        "ew-alerts",
+        "Alerts",
+        [
+            Panel("timeseries", "Alerts opened per grid",
+                  [Query(f'SELECT count("alert_id") FROM "alerts" WHERE {SITE} AND {GRID} AND "action" = \'opened\' '
+                         f'AND $timeFilter GROUP BY {PER}, "grid" fill(0)', alias="$tag_grid")],
+                  width=12),
+            Panel("bargauge", "Time to acknowledge per grid (mean)",
+                  [Query(f'SELECT mean("ack_s") FROM "alerts" WHERE {SITE} AND {GRID} AND "action" = \'acknowledged\' '
+                         f'AND $timeFilter GROUP BY "grid"', alias="$tag_grid")],
+                  unit="s", width=12),
+            Panel("timeseries", "Open alerts per grid",
+                  [Query(f'SELECT sum("v") FROM (SELECT last("open") + last("acknowledged") AS "v" FROM '
+                         f'"alerts_open" WHERE {SITE} AND {GRID} AND $timeFilter GROUP BY {PER}, "rule", "grid") '
+                         f'GROUP BY {PER}, "grid"', alias="$tag_grid")],
+                  width=12),
+            Panel("bargauge", "Alert changes by rule",
+                  [Query(f'SELECT count("alert_id") FROM "alerts" WHERE {SITE} AND {GRID} AND $timeFilter '
+                         f'GROUP BY "rule"', alias="$tag_rule")],
+                  width=12),
+            Panel("table", "Latest alert changes",
+                  [Query(f'SELECT "action", "rule", "severity", "grid", "building", "subject", "title", "state" '
+                         f'FROM "alerts" WHERE {SITE} AND {GRID} AND $timeFilter ORDER BY time DESC LIMIT 200',
+                         format="table")],
+                  width=24, height=10),
+        ],
+        description="Alerts per grid: opened, open now, time to acknowledge, and the latest changes.",
+        tags=["alerts"],
+        annotations=(alert_annotation(),),
+    )
+
+
+def platform() -> dict[str, Any]:
+    return dashboard(
+        "ew-platform",
+        "Platform",
+        [
+            Panel("timeseries", "Ingest rate (messages/s, all workers)",
+                  [Query(f'SELECT sum("r") FROM (SELECT mean("rate") AS "r" FROM "ingest_stats" WHERE $timeFilter '
+                         f'GROUP BY {PER}, "worker") GROUP BY {PER}', alias="messages/s")],
+                  unit="reqps", width=12),
+            Panel("timeseries", "Batch write and acknowledgement latency (mean)",
+                  [Query(f'SELECT mean("write_mean_s") FROM "ingest_stats" WHERE $timeFilter GROUP BY {PER}',
+                         alias="InfluxDB write"),
+                   Query(f'SELECT mean("ack_mean_s") FROM "ingest_stats" WHERE $timeFilter GROUP BY {PER}',
+                         alias="arrival to PUBACK")],
+                  unit="s", width=12),
+            Panel("timeseries", "Rejects by reason",
+                  [Query(f'SELECT count("payload_bytes") FROM "ingest_rejects" WHERE {S} GROUP BY {PER}, "reason" '
+                         f"fill(0)", alias="$tag_reason")],
+                  width=12),
+            Panel("timeseries", "Spool depth and messages in flight",
+                  [Query(f'SELECT max("spool_bytes") FROM "ingest_stats" WHERE $timeFilter GROUP BY {PER}, "worker"',
+                         alias="spool $tag_worker"),
+                   Query(f'SELECT max("inflight") FROM "ingest_stats" WHERE $timeFilter GROUP BY {PER}, "worker"',
+                         alias="in flight $tag_worker")],
+                  width=12),
+            Panel("timeseries", "Points stored, refused and spooled",
+                  [Query(f'SELECT sum("{f}") FROM "ingest_stats" WHERE $timeFilter GROUP BY {PER} fill(0)', alias=f)
+                   for f in ("points_written", "points_refused", "points_spooled")],
+                  width=12),
+            Panel("stat", "Workers connected",
+                  [Query('SELECT sum("c") FROM (SELECT last("connected") AS "c" FROM "ingest_stats" WHERE '
+                         '$timeFilter GROUP BY "worker")', alias="connected")],
+                  width=12),
+        ],
+        description="The pipeline itself, from what ingest writes about itself: rate, latency, rejects, spool.",
+        tags=["platform"],
+        variables=(SITE_VAR,),
+        time_from="now-3h",
+        refresh="30s",
+    )
+
+
+BOARDS = {
+    "overview": overview,
+    "charging": charging,
+    "fire-safety": fire_safety,
+    "access": access,
+    "parking": parking,
+    "patrol": patrol,
+    "device-health": device_health,
+    "alerts": alerts,
+    "platform": platform,
+}

@@ -1,0 +1,79 @@
+"""Grafana's InfluxQL macros and template variables, expanded the way Grafana 11's InfluxDB data
+source expands them (public/app/plugins/datasource/influxdb: interpolateQueryExpr, getTimeFilter),
+so every panel's query can run against a real InfluxDB without Grafana."""
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+ALL = object()  # the variable's "All" option
+_REGEX_SPECIAL = re.compile(r"[\\^$*+?.()|[\]{}/]")
+_VARIABLE = re.compile(r"\$(\w+)|\$\{(\w+)(?::\w+)?\}|\[\[(\w+)\]\]")
+
+
+def regex_escape(value: str) -> str:
+    return _REGEX_SPECIAL.sub(lambda m: "\\" + m.group(0), value)
+
+
+def _format(value: object, variable: Mapping[str, Any]) -> str:
+    """A variable's value in a query: multi-value and All variables become regexes, escaped."""
+    if value is ALL:
+        all_value = variable.get("allValue")
+        return str(all_value) if all_value else ".*"
+    multi = variable.get("multi") or variable.get("includeAll")
+    if isinstance(value, list):
+        return "(" + "|".join(regex_escape(v) for v in value) + ")"
+    return regex_escape(str(value)) if multi else str(value)
+
+
+def expand(
+    query: str,
+    *,
+    from_ms: int,
+    to_ms: int,
+    interval: str,
+    values: Mapping[str, object],
+    variables: Mapping[str, Mapping[str, Any]],
+) -> str:
+    query = query.replace("$timeFilter", f"time >= {from_ms}ms and time <= {to_ms}ms")
+    query = query.replace("$__interval_ms", str(_interval_ms(interval))).replace("$__interval", interval)
+
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(1) or m.group(2) or m.group(3)
+        if name not in values:
+            raise KeyError(f"query uses ${name}, which the dashboard does not define")
+        return _format(values[name], variables[name])
+
+    return _VARIABLE.sub(sub, query)
+
+
+def _interval_ms(interval: str) -> int:
+    number, unit = int(interval[:-1]), interval[-1]
+    return number * {"s": 1000, "m": 60_000, "h": 3_600_000}[unit]
+
+
+@dataclass(frozen=True)
+class PanelQuery:
+    board: str
+    panel: str
+    ref: str
+    query: str
+    interval: str | None  # the panel's own minimum interval, when it has one
+
+    @property
+    def label(self) -> str:
+        return f"{self.board} / {self.panel} / {self.ref}"
+
+
+def panel_queries(board: Mapping[str, Any]) -> Iterator[PanelQuery]:
+    for panel in board["panels"]:
+        for target in panel["targets"]:
+            yield PanelQuery(board["title"], panel["title"], target["refId"], target["query"], panel.get("interval"))
+    for ann in board["annotations"]["list"]:
+        if "query" in ann:
+            yield PanelQuery(board["title"], f"annotation: {ann['name']}", "-", ann["query"], None)
+
+
+def variables(board: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    return {v["name"]: v for v in board["templating"]["list"]}
