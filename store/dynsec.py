@@ -117,7 +117,8 @@ PLATFORM_USERS: dict[str, tuple[str, ...]] = {
     "admin": ("admin",),
     "ingest": ("service",),
     "rules": ("service",),
-    "api": ("service",),
+    # The API provisions devices: it talks to dynamic security as its own admin client.
+    "api": ("service", "admin"),
     "simulator": ("simulator",),
     "healthcheck": ("healthcheck",),
 }

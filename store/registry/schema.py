@@ -152,3 +152,44 @@ class RuleStateRow(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[dict[str, Any]] = mapped_column(JSON)
     updated_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class TokenRow(Base):
+    """An API token: only its SHA-256 is kept. ``id`` is the token's public prefix (for lookup and
+    for logs); ``grids`` limit a grid worker, ``vendor`` a device vendor."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(120))
+    role: Mapped[str] = mapped_column(String(16))
+    grids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    vendor: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    revoked_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class DeviceCredentialRow(Base):
+    """A device's broker identity: its dynamic-security client (username = client id) and role."""
+
+    __tablename__ = "device_credentials"
+
+    site_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    username: Mapped[str] = mapped_column(String(140), unique=True)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    rotated_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class EstateSettingRow(Base):
+    """What engineers change at run time (rosters, plate whitelist, fire-lane permits, rule
+    overrides): one JSON document per (site, key); services poll ``updated_ms`` to pick changes up."""
+
+    __tablename__ = "estate_settings"
+
+    site_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)
+    updated_ms: Mapped[int] = mapped_column(BigInteger)
+    updated_by: Mapped[str] = mapped_column(String(120))
