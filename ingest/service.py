@@ -33,7 +33,9 @@ from store.registry.db import DeviceInfo, Registry
 
 log = logging.getLogger("estatewatch.ingest")
 REGISTRY_REFRESH_S = 30.0
-UNKNOWN_REFRESH_MIN_S = 5.0
+# An unknown device makes the worker re-read the registry (it may have been registered through the
+# API a moment ago), at most this often; its message waits for that read instead of being rejected.
+UNKNOWN_REFRESH_MIN_S = 1.0
 
 
 def _duration_ms(text: str) -> int:
@@ -58,6 +60,7 @@ class IngestService(StreamConsumer):
         self.devices: dict[tuple[str, DeviceType, str], DeviceInfo] = {}
         self.max_age_ms = 0
         self._last_refresh = 0.0
+        self._refresh_lock = asyncio.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def __aenter__(self) -> Self:
@@ -144,6 +147,15 @@ class IngestService(StreamConsumer):
         self.devices = await self.registry.device_index()
         forget_series()
 
+    async def _refresh_for_unknown(self) -> None:
+        """One registry read per UNKNOWN_REFRESH_MIN_S, shared by every message waiting on it."""
+        asked = time.monotonic()
+        async with self._refresh_lock:
+            if self._last_refresh >= asked:
+                return  # another message's refresh started after this one asked: it is current
+            await asyncio.sleep(max(0.0, self._last_refresh + UNKNOWN_REFRESH_MIN_S - time.monotonic()))
+            await self._refresh_devices()
+
     async def _refresh_forever(self) -> None:
         while True:
             await asyncio.sleep(REGISTRY_REFRESH_S)
@@ -215,8 +227,8 @@ class IngestService(StreamConsumer):
         self.metrics.messages_by_channel[t.channel.value].inc()
         key = (t.site, t.device_type, t.device_id)
         device = self.devices.get(key)
-        if device is None and time.monotonic() - self._last_refresh > UNKNOWN_REFRESH_MIN_S:
-            await self._refresh_devices()  # it may have been registered a moment ago
+        if device is None:
+            await self._refresh_for_unknown()
             device = self.devices.get(key)
         if device is None:
             return self._reject(topic, payload, "unknown_device", f"no {t.device_type} {t.device_id!r} at {t.site!r}")
