@@ -216,11 +216,14 @@ class RulesConfig(_Model):
         return Rules.model_validate(merged)
 
     @classmethod
-    def load(cls, path: Path | None = None) -> Self:
-        """The shipped defaults, with ``path`` (if given) merged over them."""
+    def load(cls, path: Path | None = None, runtime: dict[str, Any] | None = None) -> Self:
+        """The shipped defaults, with ``path`` (if given) merged over them, then the settings engineers
+        change at run time (the registry's, through the API): their lists add to the file's."""
         data = _read(DEFAULTS)
         if path is not None:
             data = _merge(data, _read(path))
+        if runtime:
+            data = _extend(data, runtime)
         try:
             config = cls.model_validate(data)
             for o in config.overrides:  # an override must itself make valid rules
@@ -248,6 +251,19 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in top.items():
         out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _extend(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        old = out.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            out[key] = _extend(old, value)
+        elif isinstance(value, list) and isinstance(old, list):
+            out[key] = old + value
+        else:
+            out[key] = value
     return out
 
 

@@ -4,7 +4,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from devices.estate import Device, Estate
+from devices.estate import Device, Estate, Grid
 from devices.types import DeviceType
 from rules.alerts import Alert, AlertChange, Change, Severity, State
 from rules.config import Rules, RulesConfig
@@ -35,6 +35,15 @@ class Context:
         self._rules: dict[Where, Rules] = {}  # merged once per place
         self._nights: dict[int, dt.date | None] = {}  # minute -> night_of
         self._radio_holders = {w.radio: w for g in estate.grids for w in g.workers if w.radio}
+
+    def reconfigure(self, config: RulesConfig, grids: list[Grid] | None = None) -> None:
+        """New settings (and rosters) from now on; the state of incidents in progress is kept."""
+        self.config = config
+        self._rules.clear()
+        self._nights.clear()
+        if grids:
+            self._grids = {g.id: g for g in grids}
+            self._radio_holders = {w.radio: w for g in grids for w in g.workers if w.radio}
 
     def local(self, ts: int) -> dt.datetime:
         return dt.datetime.fromtimestamp(ts / 1000, self.estate.site.tz)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from devices.catalog import PayloadError, parse_payload
-from devices.estate import Estate
+from devices.estate import Estate, Grid
 from devices.payloads.common import Status
 from devices.topics import TopicError, parse_topic
 from devices.types import Channel, DeviceType
@@ -67,6 +67,10 @@ class Engine:
     def _ignore(self, reason: str) -> list[AlertChange]:
         self.ignored[reason] = self.ignored.get(reason, 0) + 1
         return []
+
+    def reconfigure(self, config: RulesConfig, grids: list[Grid] | None = None) -> None:
+        """Settings changed at run time; lateness and the future guard stay as started."""
+        self.ctx.reconfigure(config, grids)
 
     def process(self, topic: str, raw: bytes) -> list[AlertChange]:
         """Evaluate one MQTT message; returns the alert changes it caused, in order."""

@@ -25,7 +25,7 @@ from devices.topics import alerts_topic, command_topic, subscription
 from devices.types import Channel, DeviceType
 from rules import rebuild
 from rules.alerts import Alert, AlertChange, Severity, State
-from rules.config import RulesConfig
+from rules.config import ConfigError, RulesConfig
 from rules.engine import Engine
 from rules.notify.dispatch import Dispatcher
 from rules.notify.messages import Directory, message, text, wants
@@ -34,6 +34,7 @@ from rules.settings import RulesSettings
 from store.alerts import AlertStore, AlertView, Applied, mirror_line, open_lines
 from store.checkpoints import Checkpoints
 from store.consumer import StreamConsumer
+from store.estate_settings import RULES_KEY, EstateSettings
 from store.health import HealthServer
 from store.influx import Influx, InfluxError
 from store.registry.db import Registry
@@ -69,6 +70,7 @@ class RulesService(StreamConsumer):
         self._idle.set()
         self._mqtt_wake = asyncio.Event()
         self._mirror_lines: asyncio.Queue[str] = asyncio.Queue()
+        self._settings_version = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def __aenter__(self) -> Self:
@@ -82,6 +84,8 @@ class RulesService(StreamConsumer):
             self.influx = await self._stack.enter_async_context(Influx(s.influx_url, s.influx_database))
             registry = await self._stack.enter_async_context(Registry(s.db_url, pooled=True))
             self.store = AlertStore(registry)
+            self.estate_settings = EstateSettings(registry)
+            await self._apply_settings()  # before the rebuild: history is judged by today's settings
             self.checkpoints = Checkpoints(registry)
             http = await self._stack.enter_async_context(httpx.AsyncClient(timeout=10))
             self.dispatchers = [
@@ -131,6 +135,7 @@ class RulesService(StreamConsumer):
         jobs["ack-escalation"] = self._escalate_forever()
         if self.settings.rules_open_counts_s:
             jobs["open-counts"] = self._open_counts_forever()
+        jobs["estate-settings"] = self._settings_forever()
         self._start_tasks(jobs)
 
     def problem(self) -> str | None:
@@ -141,6 +146,30 @@ class RulesService(StreamConsumer):
         if any(t.done() for t in self._tasks):
             return "a task has stopped"
         return None
+
+    async def _settings_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.rules_settings_poll_s)
+            await self._apply_settings()
+
+    async def _apply_settings(self) -> None:
+        """Engineers' run-time changes (API): rules layer and rosters, applied without a restart."""
+        site = self.estate.site.id
+        version = await self.estate_settings.version(site)
+        if version == self._settings_version:
+            return
+        self._settings_version = version
+        layer = await self.estate_settings.get(site, RULES_KEY)
+        try:
+            config = RulesConfig.load(self.settings.rules_config, runtime=layer.value if layer else None)
+        except ConfigError as exc:  # the API validated it; keep running on the last good settings
+            log.error("run-time rules settings refused, keeping the previous ones: %s", exc)
+            return
+        grids = await self.estate_settings.grids(site)
+        self.config = config
+        self.engine.reconfigure(config, grids)
+        if version:
+            log.info("run-time settings applied", extra={"version": version, "by": layer.updated_by if layer else ""})
 
     async def _open_counts_forever(self) -> None:
         period = self.settings.rules_open_counts_s

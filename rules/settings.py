@@ -30,6 +30,9 @@ class RulesSettings(Settings):
     rules_open_counts_s: float = Field(
         60.0, ge=0, description="period of the alerts_open points (open alerts per rule and grid), s (0: off)"
     )
+    rules_settings_poll_s: float = Field(
+        10.0, gt=0, le=3600, description="how often run-time settings (API: whitelist, permits, rosters) are checked"
+    )
     rules_escalation_check_s: float = Field(10.0, gt=0, description="how often unacknowledged alerts are checked")
     rules_metrics_port: int = Field(9103, ge=0, le=65_535, description="/metrics and /healthz port (0: none)")
     rules_metrics_host: str = Field("127.0.0.1", description="address the metrics port binds")
