@@ -13,6 +13,7 @@ COPY ingest ./ingest
 COPY rules ./rules
 COPY bench ./bench
 COPY grafana ./grafana
+COPY api ./api
 COPY estatewatch ./estatewatch
 COPY estates ./estates
 RUN pip install ".[postgres]" && useradd --system --uid 10001 --home /app estatewatch \

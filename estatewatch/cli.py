@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from api.settings import ApiSettings
 from devices.estate import EstateError, load_estate
 from devices.types import DeviceType
 from estatewatch.options import all_settings, setting, settings_from
@@ -24,6 +25,7 @@ from stack.procs import StackError
 from store.logs import setup_logging
 from store.registry.db import Registry
 from store.settings import Settings, parse_mqtt_url
+from store.tokens import Role
 
 estate_option = click.option(
     "--estate",
@@ -339,6 +341,104 @@ def rules_run(**values: Any) -> None:
         _serve(RulesService(settings), "rules", extra)
     except (EstateError, ConfigError) as exc:
         _fail(str(exc))
+
+
+# -- api ---------------------------------------------------------------------------------------
+
+
+@main.command()
+@all_settings(ApiSettings)
+def api(**values: Any) -> None:
+    """The HTTP API (and the grid workers' page at /page); SIGTERM finishes requests, then exits."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = settings_from(values, ApiSettings)
+    setup_logging(settings.log_level, settings.log_format)
+    logging.getLogger("estatewatch.api").info(
+        "api listening", extra={"url": f"http://{settings.api_host}:{settings.api_port}/api/v1/docs"}
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,
+        access_log=False,  # the app logs requests itself, without query strings or headers
+        timeout_graceful_shutdown=10,
+    )
+
+
+@main.group()
+def tokens() -> None:
+    """API tokens: the first admin token, and tokens for people and vendors."""
+
+
+@tokens.command("create")
+@click.option("--role", type=click.Choice([r.value for r in Role]), required=True)
+@click.option("--name", required=True, help="who holds it (shows in audit trails)")
+@click.option("--grid", "grids", multiple=True, help="a grid_worker's grid (repeat for more)")
+@click.option("--vendor", default=None, help="a vendor token's vendor id")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="also write it to this file (mode 600)")
+@setting("db_url")
+def tokens_create(
+    role: str, name: str, grids: tuple[str, ...], vendor: str | None, out: Path | None, **values: Any
+) -> None:
+    """Make a token; it is printed once (only its hash is kept)."""
+    from store.tokens import TokenError, TokenStore
+
+    settings = settings_from(values, Settings)
+
+    async def make() -> str:
+        async with Registry(settings.db_url) as reg:
+            token, _ = await TokenStore(reg).create(Role(role), name, grids=list(grids), vendor=vendor)
+            return token
+
+    try:
+        token = asyncio.run(make())
+    except TokenError as exc:
+        _fail(str(exc))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.touch(mode=0o600)
+        out.write_text(token + "\n")
+    click.echo(token)
+
+
+@tokens.command("list")
+@setting("db_url")
+def tokens_list(**values: Any) -> None:
+    """Tokens, without their secrets."""
+    from store.tokens import TokenStore
+
+    settings = settings_from(values, Settings)
+
+    async def read() -> list[Any]:
+        async with Registry(settings.db_url) as reg:
+            return await TokenStore(reg).list()
+
+    for p, _, revoked in asyncio.run(read()):
+        state = "revoked" if revoked else "active"
+        limits = ",".join(sorted(p.grids)) or p.vendor or ""
+        click.echo(f"{p.token_id}  {p.role.value:<11} {state:<8} {p.name}  {limits}")
+
+
+@tokens.command("revoke")
+@click.argument("token_id")
+@setting("db_url")
+def tokens_revoke(token_id: str, **values: Any) -> None:
+    """Revoke a token by its id (the part after ew_); API processes stop trusting it within their cache time."""
+    from store.tokens import TokenStore
+
+    settings = settings_from(values, Settings)
+
+    async def revoke() -> bool:
+        async with Registry(settings.db_url) as reg:
+            return await TokenStore(reg).revoke(token_id)
+
+    if not asyncio.run(revoke()):
+        _fail(f"no active token {token_id!r}")
+    click.echo(f"revoked {token_id}")
 
 
 # -- broker ------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from store.dynsec import DYNSEC_ADMIN_ROLE, SERVICE_ROLE, SIMULATOR_ROLE, Client
 
 # Tests use plain role-named users; the platform's users (store.dynsec.PLATFORM_USERS) are tested
 # through the local stack.
-USERS = {"admin": ("admin",), "service": ("service",), "simulator": ("simulator",)}
+USERS = {"admin": ("admin",), "service": ("service",), "simulator": ("simulator",), "api": ("service", "admin")}
 PASSWORD = "test-password"
 
 

@@ -1,0 +1,69 @@
+"""The FastAPI application: ``create_app(settings)``; the lifespan owns every client."""
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from api import errors
+from api.routes import alerts, devices, estate, health, page, telemetry, tokens
+from api.settings import ApiSettings
+from api.state import open_state
+
+log = logging.getLogger("estatewatch.api.access")
+PREFIX = "/api/v1"
+
+
+class StrictJSONResponse(JSONResponse):
+    """JSON with NaN and infinity refused at the source (they are not JSON): a reading can't carry
+    one (payload validation), so one here is a bug, and a 500 says so instead of invalid JSON."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+def create_app(settings: ApiSettings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_state(settings) as state:
+            app.state.api = state
+            yield
+
+    app = FastAPI(
+        title="EstateWatch API",
+        version="1.0",
+        description="Devices and their broker credentials, the estate, telemetry, alerts. "
+        "Every call but /healthz, /readyz, /metrics and the page needs 'Authorization: Bearer <token>'.",
+        lifespan=lifespan,
+        default_response_class=StrictJSONResponse,
+        openapi_url=f"{PREFIX}/openapi.json",
+        docs_url=f"{PREFIX}/docs",
+        redoc_url=None,
+    )
+    errors.install(app)
+    for module in (devices, estate, telemetry, alerts, tokens):
+        app.include_router(module.router, prefix=PREFIX)
+    app.include_router(health.router)
+    app.include_router(page.router)
+
+    @app.middleware("http")
+    async def access_log(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        elapsed = time.perf_counter() - started
+        route = request.scope.get("route")
+        name = getattr(route, "path", "unmatched")
+        state = getattr(request.app.state, "api", None)
+        if state is not None:
+            state.metrics.requests.labels(name, str(response.status_code)).inc()
+            state.metrics.seconds.labels(name).observe(elapsed)
+        # The path and status, never headers or query values: tokens and plates stay out of logs.
+        log.info("%s %s %d %.1f ms", request.method, name, response.status_code, elapsed * 1000)
+        return response
+
+    return app

@@ -1,0 +1,131 @@
+"""Request and response bodies (the OpenAPI document's schemas)."""
+
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from devices.estate import Id
+from devices.types import DeviceType
+
+Label = Annotated[str, Field(min_length=1, max_length=120)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DeviceIn(_Model):
+    site: Id
+    id: Id = Field(description="unique per site; lower-case letters, digits, '-' and '_' (no MQTT wildcards)")
+    type: DeviceType
+    building: Id | None = None
+    unit: Id | None = None
+    floor: int | None = Field(None, ge=-5, le=200)
+    zone: Id | None = None
+    interval_s: int | None = Field(None, ge=1, le=86_400, description="reporting interval; default: the type's")
+    label: Label | None = None
+    vendor: Id | None = Field(None, description="admins only; a vendor token registers as its own vendor")
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"site": "luedi-south", "id": "smk-b001-u1-101", "type": "smoke_sensor",
+                          "building": "b001", "unit": "b001-u1", "floor": 1}]
+        },
+    )
+
+
+class DeviceOut(BaseModel):
+    site: str
+    id: str
+    type: DeviceType
+    building: str | None
+    unit: str | None
+    floor: int | None
+    zone: str | None
+    grid: str | None
+    interval_s: int
+    vendor: str | None
+    label: str | None
+    enabled: bool
+    mqtt_username: str | None
+    status: Literal["online", "offline", "never_seen", "disabled"]
+    last_seen_ms: int | None
+
+
+class Credentials(BaseModel):
+    """Shown once: the password is not stored in clear anywhere."""
+
+    username: str
+    client_id: str = Field(description="the device must connect with exactly this client id")
+    password: str
+    publish_under: str = Field(description="topics the device may publish to: <this>/telemetry, /event, /status")
+    subscribe: str = Field(description="the device's command topic")
+
+
+class DeviceCreated(BaseModel):
+    device: DeviceOut
+    credentials: Credentials
+
+
+class DevicePatch(_Model):
+    enabled: bool
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+class ReadingsIn(_Model):
+    channel: Literal["telemetry", "event"] = "telemetry"
+    readings: list[dict[str, Any]] = Field(min_length=1, max_length=1000)
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"channel": "telemetry", "readings": [
+                {"ts": 1764547200000, "seq": 1, "state": "normal", "smoke_obscuration_pct": 0.1, "temp_c": 21.5,
+                 "battery_pct": 88, "rssi_dbm": -71}]}]
+        },
+    )
+
+
+class Rejected(BaseModel):
+    index: int
+    reason: str
+    detail: str
+
+
+class ReadingsResult(BaseModel):
+    accepted: int
+    rejected: list[Rejected]
+
+
+class Note(_Model):
+    note: str | None = Field(None, max_length=1000)
+
+
+class Assign(_Model):
+    assignee: Id | None = Field(description="a worker id, or null to unassign")
+
+
+class TokenIn(_Model):
+    role: Literal["admin", "engineer", "vendor", "grid_worker"]
+    name: Label
+    grids: list[Id] = Field(default_factory=list, max_length=100)
+    vendor: Id | None = None
+
+
+class TokenOut(BaseModel):
+    id: str
+    name: str
+    role: str
+    grids: list[str]
+    vendor: str | None
+    token: str | None = Field(None, description="only when created: keep it, it is not shown again")

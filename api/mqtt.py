@@ -1,0 +1,152 @@
+"""The API's one broker connection (aiomqtt): HTTP-ingested readings published at QoS 1 and
+awaited, dynamic-security commands and their answers, and the alert changes the stream serves.
+
+aiomqtt here, where ingest and rules use gmqtt: the API's traffic is a few messages per request and
+the alert changes (tens per hour), far below aiomqtt's ~7k msg/s, and aiomqtt's publish awaits the
+PUBACK, which is exactly what an HTTP response that says "accepted" needs. Its early PUBACK on
+receive (issue 345) does not matter: nothing the API receives needs to survive a crash.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, Self
+
+import aiomqtt
+
+from store.settings import MqttTarget
+
+log = logging.getLogger("estatewatch.api.mqtt")
+DYNSEC_TOPIC = "$CONTROL/dynamic-security/v1"
+DYNSEC_RESPONSE = DYNSEC_TOPIC + "/response"
+ALERTS_FILTER = "estate/v1/+/alerts/#"
+
+
+class BrokerError(Exception):
+    """The broker is away or did not answer in time."""
+
+
+class DynsecError(Exception):
+    def __init__(self, command: str, error: str) -> None:
+        super().__init__(f"{command}: {error}")
+        self.command = command
+        self.error = error
+
+
+class ApiBroker:
+    def __init__(self, target: MqttTarget, client_id: str, timeout_s: float) -> None:
+        self.target = target
+        self.client_id = client_id
+        self.timeout_s = timeout_s
+        self.connected = asyncio.Event()
+        self._client: aiomqtt.Client | None = None
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._listeners: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Self:
+        self._task = asyncio.create_task(self._run_forever(), name="api-mqtt")
+        with contextlib.suppress(TimeoutError):  # readiness says so; the API serves reads meanwhile
+            await asyncio.wait_for(self.connected.wait(), self.timeout_s)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run_forever(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    self.target.host,
+                    self.target.port,
+                    username=self.target.username or None,
+                    password=self.target.password or None,
+                    identifier=self.client_id,
+                    protocol=aiomqtt.ProtocolVersion.V5,
+                    timeout=self.timeout_s,
+                ) as client:
+                    await client.subscribe(DYNSEC_RESPONSE, qos=1)
+                    await client.subscribe(ALERTS_FILTER, qos=1)
+                    self._client, delay = client, 0.5
+                    self.connected.set()
+                    log.info("connected to the broker at %s:%d", self.target.host, self.target.port)
+                    async for message in client.messages:
+                        self._dispatch(str(message.topic), message.payload)
+            except aiomqtt.MqttError as exc:
+                log.warning("broker connection lost (%s); retrying in %.1f s", exc, delay)
+            finally:
+                self._client = None
+                self.connected.clear()
+                for fut in self._pending.values():
+                    if not fut.done():
+                        fut.set_exception(BrokerError("the broker connection closed"))
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, 30.0)
+
+    def _dispatch(self, topic: str, payload: Any) -> None:
+        try:
+            doc = json.loads(payload)
+        except (ValueError, TypeError, RecursionError):
+            return
+        if not isinstance(doc, dict):
+            return
+        if topic == DYNSEC_RESPONSE:
+            for response in doc.get("responses") or []:
+                fut = self._pending.pop(str(response.get("correlationData")), None)
+                if fut is not None and not fut.done():
+                    fut.set_result(response)
+            return
+        for queue in list(self._listeners):
+            with contextlib.suppress(asyncio.QueueFull):  # a stalled stream client loses changes, not the API
+                queue.put_nowait(doc)
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        """Publish at QoS 1 and return once the broker has acknowledged it."""
+        client = self._client
+        if client is None:
+            raise BrokerError("not connected to the broker")
+        try:
+            await asyncio.wait_for(client.publish(topic, payload, qos=1), self.timeout_s)
+        except (aiomqtt.MqttError, TimeoutError) as exc:
+            raise BrokerError(f"the broker did not acknowledge the publish: {exc}") from exc
+
+    async def dynsec(self, *commands: dict[str, Any]) -> list[dict[str, Any]]:
+        """Run dynamic-security commands in one message; raises DynsecError on the first that failed."""
+        batch = uuid.uuid4().hex
+        futures = []
+        sent = []
+        for i, command in enumerate(commands):
+            key = f"{batch}-{i}"
+            fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            self._pending[key] = fut
+            futures.append(fut)
+            sent.append({**command, "correlationData": key})
+        try:
+            await self.publish(DYNSEC_TOPIC, json.dumps({"commands": sent}).encode())
+            responses = await asyncio.wait_for(asyncio.gather(*futures), self.timeout_s)
+        except TimeoutError as exc:
+            raise BrokerError("the broker's dynamic-security plugin did not answer") from exc
+        finally:
+            for i in range(len(commands)):
+                self._pending.pop(f"{batch}-{i}", None)
+        for response in responses:
+            if response.get("error"):
+                raise DynsecError(str(response.get("command")), str(response["error"]))
+        return list(responses)
+
+    @contextlib.asynccontextmanager
+    async def alert_changes(self, backlog: int = 1000) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(backlog)
+        self._listeners.add(queue)
+        try:
+            yield queue
+        finally:
+            self._listeners.discard(queue)

@@ -1,0 +1,181 @@
+"""Telemetry: the latest reading per device, and time ranges aggregated per interval, per device,
+building or type, as JSON or CSV. Every name comes from the device vocabulary; bad parameters are
+422s (see api/queries.py)."""
+
+import csv
+import io
+import time
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+from pydantic import BaseModel
+
+from api.auth import require
+from api.deps import Caller, State
+from api.errors import ApiError
+from api.queries import Agg, Filter, QueryError, aggregate, check_field, interval_ms, latest, measurement_for
+from api.state import ApiState
+from devices.estate import Id
+from devices.types import Channel, DeviceType
+from store.series import TAG_NAMES
+from store.tokens import Principal, Role
+
+router = APIRouter(prefix="/telemetry", tags=["telemetry"])
+MAX_RANGE_MS = 366 * 86_400_000
+FieldName = Annotated[str, Query(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+DEVICE_TAGS = {"site", "device_type", "device_id", "building", "unit", "zone", "grid", *TAG_NAMES.values()}
+
+
+class Reading(BaseModel):
+    device_id: str
+    ts: int
+    tags: dict[str, str]
+    fields: dict[str, Any]
+
+
+class LatestOut(BaseModel):
+    type: DeviceType
+    channel: Literal["telemetry", "event"]
+    items: list[Reading]
+    total: int
+    limit: int
+    offset: int
+
+
+class SeriesOut(BaseModel):
+    group: dict[str, str]
+    points: list[tuple[int, float | int | str | bool | None]]
+
+
+class RangeOut(BaseModel):
+    measurement: str
+    field: str
+    agg: str
+    interval_ms: int
+    start_ms: int
+    end_ms: int
+    series: list[SeriesOut]
+
+
+async def _scope(
+    state: ApiState, p: Principal, site: str, device_type: DeviceType, device_id: str | None, building: str | None
+) -> Filter:
+    """What the caller may read: engineers and admins anything; vendors their devices; grid workers
+    their grids' devices and buildings."""
+    if p.role in (Role.ADMIN, Role.ENGINEER):
+        return Filter(site, (device_id,) if device_id else (), building)
+    if device_id is None and (p.role is Role.VENDOR or building is None):
+        raise ApiError(403, "name a device_id you may read (or, for grid workers, a building)", code="forbidden")
+    mine = await state.devices.list(
+        site=site, device_type=device_type, building=building, ids=[device_id] if device_id else None,
+        vendor=p.vendor if p.role is Role.VENDOR else None, grids=p.grids if p.role is Role.GRID_WORKER else None,
+    )  # fmt: skip
+    if not mine:
+        raise ApiError(404, "no such device or building among those you may read")
+    if p.role is Role.GRID_WORKER and building is not None and device_id is None:
+        return Filter(site, (), building)
+    return Filter(site, tuple(sorted(d.id for d in mine)), building)
+
+
+def _bad(exc: QueryError) -> ApiError:
+    return ApiError(422, str(exc), code="bad_query")
+
+
+@router.get("/latest", operation_id="latestReadings", summary="The newest reading of each device")
+async def latest_readings(
+    state: State,
+    caller: Caller,
+    site: Id,
+    type: DeviceType,
+    channel: Literal["telemetry", "event"] = "telemetry",
+    device_id: Id | None = None,
+    building: Id | None = None,
+    within: Annotated[str, Query(pattern=r"^[1-9][0-9]{0,4}[smhd]$")] = "1d",
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> LatestOut:
+    require(caller, Role.ADMIN, Role.ENGINEER, Role.VENDOR, Role.GRID_WORKER)
+    scope = await _scope(state, caller, site, type, device_id, building)
+    try:
+        name = measurement_for(type, Channel(channel))
+        within_ms = interval_ms(within)
+    except QueryError as exc:
+        raise _bad(exc) from exc
+    if not scope.device_ids:  # page by the registry's devices, then ask InfluxDB for just those
+        devices = await state.devices.list(site=site, device_type=type, building=building)
+        total, ids = len(devices), tuple(d.id for d in devices[offset : offset + limit])
+    else:
+        total, ids = len(scope.device_ids), scope.device_ids[offset : offset + limit]
+    items: list[Reading] = []
+    if ids:
+        result = (await state.influx.query(latest(name, Filter(site, ids, building), within_ms)))[0]
+        for series in result:
+            for row in series.rows():
+                tags = {k: v for k, v in row.items() if k in DEVICE_TAGS and v is not None} | series.tags
+                fields = {k: v for k, v in row.items() if k not in DEVICE_TAGS and k != "time" and v is not None}
+                items.append(Reading(device_id=series.tags.get("device_id", ""), ts=row["time"], tags=tags,
+                                     fields=fields))  # fmt: skip
+    items.sort(key=lambda r: r.device_id)
+    return LatestOut(type=type, channel=channel, items=items, total=total, limit=limit, offset=offset)
+
+
+@router.get(
+    "/range",
+    operation_id="telemetryRange",
+    summary="One field aggregated per interval, per device, per building or for the whole type (JSON or CSV)",
+    responses={200: {"content": {"text/csv": {}}}},
+)
+async def telemetry_range(
+    state: State,
+    caller: Caller,
+    site: Id,
+    type: DeviceType,
+    field: FieldName,
+    agg: Agg = "mean",
+    interval: Annotated[str, Query(pattern=r"^[1-9][0-9]{0,4}[smhd]$")] = "5m",
+    channel: Literal["telemetry", "event"] = "telemetry",
+    start_ms: Annotated[int | None, Query(ge=0, le=10**14)] = None,
+    end_ms: Annotated[int | None, Query(ge=0, le=10**14)] = None,
+    device_id: Id | None = None,
+    building: Id | None = None,
+    group_by: Literal["device", "building", "none"] = "none",
+    format: Literal["json", "csv"] = "json",
+    limit: Annotated[int, Query(ge=1, le=500, description="series (groups) per page")] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> Any:
+    require(caller, Role.ADMIN, Role.ENGINEER, Role.VENDOR, Role.GRID_WORKER)
+    end = end_ms if end_ms is not None else int(time.time() * 1000)
+    start = start_ms if start_ms is not None else end - 86_400_000
+    try:
+        name = measurement_for(type, Channel(channel))
+        check_field(name, field, agg)
+        every = interval_ms(interval)
+        if start >= end:
+            raise QueryError("start_ms must be before end_ms")
+        if end - start > MAX_RANGE_MS:
+            raise QueryError("at most 366 days per request")
+        if (end - start) // every > state.settings.api_max_points:
+            raise QueryError(
+                f"{(end - start) // every} intervals per series; at most {state.settings.api_max_points}: "
+                "widen the interval or shorten the range"
+            )
+    except QueryError as exc:
+        raise _bad(exc) from exc
+    scope = await _scope(state, caller, site, type, device_id, building)
+    q = aggregate(name, field, agg, scope, start, end, every, group_by, limit, offset)
+    result = (await state.influx.query(q))[0]
+    series = [SeriesOut(group=s.tags, points=[(int(v[0]), v[1]) for v in s.values]) for s in result]
+    if format == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        keys = sorted({k for s in series for k in s.group})
+        writer.writerow(["time_ms", *keys, f"{agg}_{field}"])
+        for s in series:
+            for t, v in s.points:
+                writer.writerow([t, *(s.group.get(k, "") for k in keys), "" if v is None else v])
+        filename = f"{name}-{field}-{agg}.csv"
+        return Response(out.getvalue(), media_type="text/csv",
+                        headers={"Content-Disposition": f'attachment; filename="{filename}"'})  # fmt: skip
+    return RangeOut(measurement=name, field=field, agg=agg, interval_ms=every, start_ms=start, end_ms=end,
+                    series=series)  # fmt: skip

@@ -1,0 +1,45 @@
+"""API tokens, for admins (the first one comes from `estatewatch tokens create` or `make up`)."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
+
+from api.auth import require
+from api.deps import Caller, State
+from api.errors import ApiError
+from api.models import TokenIn, TokenOut
+from store.tokens import Principal, Role, TokenError, TokenStore
+
+router = APIRouter(prefix="/tokens", tags=["tokens"])
+TokenId = Annotated[str, Path(pattern=r"^[0-9a-f]{12}$")]
+
+
+def _out(p: Principal, token: str | None = None) -> TokenOut:
+    return TokenOut(id=p.token_id, name=p.name, role=p.role.value, grids=sorted(p.grids), vendor=p.vendor, token=token)
+
+
+@router.post("", status_code=201, operation_id="createToken", summary="A new token (shown once)")
+async def create_token(body: TokenIn, state: State, caller: Caller) -> TokenOut:
+    require(caller, Role.ADMIN)
+    try:
+        token, principal = await TokenStore(state.registry).create(
+            Role(body.role), body.name, grids=body.grids, vendor=body.vendor
+        )
+    except TokenError as exc:
+        raise ApiError(422, str(exc), code="bad_token_request") from exc
+    return _out(principal, token)
+
+
+@router.get("", operation_id="listTokens", summary="Tokens that are not revoked")
+async def list_tokens(state: State, caller: Caller) -> list[TokenOut]:
+    require(caller, Role.ADMIN)
+    return [_out(p) for p, _, revoked in await TokenStore(state.registry).list() if revoked is None]
+
+
+@router.delete("/{token_id}", status_code=204, operation_id="revokeToken", summary="Revoke a token")
+async def revoke_token(token_id: TokenId, state: State, caller: Caller) -> Response:
+    require(caller, Role.ADMIN)
+    if not await TokenStore(state.registry).revoke(token_id):
+        raise ApiError(404, f"no active token {token_id!r}")
+    state.auth.forget()
+    return Response(status_code=204)

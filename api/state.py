@@ -1,0 +1,68 @@
+"""What the API's lifespan owns: one of each client, built at start, closed at stop."""
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from api.auth import Authenticator
+from api.mqtt import ApiBroker
+from api.settings import ApiSettings
+from store.alerts import AlertStore
+from store.devices import DeviceAdmin
+from store.estate_settings import EstateSettings
+from store.influx import Influx
+from store.registry.db import Registry
+from store.tokens import TokenStore
+
+
+class ApiMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("api_requests", "HTTP requests", ["route", "status"], registry=r)
+        self.seconds = Histogram(
+            "api_request_seconds",
+            "HTTP request latency",
+            ["route"],
+            registry=r,
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+        )
+        self.streams = Gauge("api_alert_streams", "open alert event streams", registry=r)
+        self.connected = Gauge("api_mqtt_connected", "1 while connected to the broker", registry=r)
+
+
+@dataclass
+class ApiState:
+    settings: ApiSettings
+    registry: Registry
+    influx: Influx
+    broker: ApiBroker
+    auth: Authenticator
+    alerts: AlertStore
+    devices: DeviceAdmin
+    estate: EstateSettings
+    metrics: ApiMetrics
+
+
+@contextlib.asynccontextmanager
+async def open_state(settings: ApiSettings) -> AsyncIterator[ApiState]:
+    async with contextlib.AsyncExitStack() as stack:
+        registry = await stack.enter_async_context(Registry(settings.db_url, pooled=True))
+        influx = await stack.enter_async_context(
+            Influx(settings.influx_url, settings.influx_database, timeout_s=settings.api_query_timeout_s)
+        )
+        broker = await stack.enter_async_context(
+            ApiBroker(settings.mqtt, settings.api_client_id, settings.api_broker_timeout_s)
+        )
+        yield ApiState(
+            settings=settings,
+            registry=registry,
+            influx=influx,
+            broker=broker,
+            auth=Authenticator(TokenStore(registry), settings.api_token_cache_s),
+            alerts=AlertStore(registry),
+            devices=DeviceAdmin(registry),
+            estate=EstateSettings(registry),
+            metrics=ApiMetrics(),
+        )
