@@ -131,6 +131,8 @@ async def list_devices(
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> Page[DeviceOut]:
     if caller.role is Role.VENDOR:
+        if vendor not in (None, caller.vendor):
+            raise ApiError(403, "a vendor lists its own devices only", code="forbidden")
         vendor = caller.vendor
     grids = None if caller.role is not Role.GRID_WORKER else caller.grids
     everything = await state.devices.list(site=site, device_type=type, vendor=vendor, building=building, grids=grids)
