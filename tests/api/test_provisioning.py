@@ -1,6 +1,7 @@
 """A device registered through the API gets its own broker client: it publishes on its own topics
 only, its readings land in InfluxDB, and disabling, rotating and deleting act on the live broker."""
 
+import asyncio
 import json
 import threading
 import time
@@ -97,13 +98,14 @@ async def test_a_registered_device_publishes_on_its_topic_and_nowhere_else(
         assert rows()[0]["building"] == "b001"
 
         other = "estate/v1/small/smoke_sensor/smk-b001-u1-101/telemetry"
-        for topic in (other, f"{own}/command", "$CONTROL/dynamic-security/v1", "estate/v1/small/alerts/g01/fire/change"):
+        refused = (other, f"{own}/command", "$CONTROL/dynamic-security/v1", "estate/v1/small/alerts/g01/fire/change")
+        for topic in refused:
             assert dev.publish(topic, reading(2)).is_failure, f"{topic} should be refused"
         dev.client.subscribe("#", qos=1)
         dev.client.subscribe(f"{own}/command", qos=1)
         assert await eventually(lambda: len(dev.subacks) == 2, 10)
         assert dev.subacks[0][0].is_failure and not dev.subacks[1][0].is_failure
-        time.sleep(0.3)
+        await asyncio.sleep(0.3)
         assert other not in heard.topics() and f"{own}/command" not in heard.topics()
     finally:
         dev.close()
