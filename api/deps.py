@@ -2,7 +2,8 @@
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.state import ApiState
 from store.tokens import Principal
@@ -16,10 +17,15 @@ def get_state(request: Request) -> ApiState:
 State = Annotated[ApiState, Depends(get_state)]
 
 
+# Declared in the OpenAPI document; a missing or non-Bearer header comes through as None, so the
+# refusal is ours (401 with a reason), not FastAPI's.
+bearer = HTTPBearer(auto_error=False, description="an EstateWatch API token: `estatewatch tokens create`")
+
+
 async def get_principal(
-    state: State, authorization: Annotated[str | None, Header(include_in_schema=False)] = None
+    state: State, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Principal:
-    return await state.auth.principal(authorization)
+    return await state.auth.principal(credentials.credentials if credentials else None)
 
 
 Caller = Annotated[Principal, Depends(get_principal)]

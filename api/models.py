@@ -14,6 +14,32 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ErrorDetail(BaseModel):
+    code: str = Field(description="short and stable, for programs")
+    message: str = Field(description="for people")
+    detail: Any = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+# Every route can answer these; documented once, on every router.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: _error("the body is not JSON"),
+    401: _error("no token, or an unknown or revoked one"),
+    403: _error("the token's role may not do this"),
+    404: _error("not found, or not yours to see"),
+    409: _error("conflicts with the current state (exists already, wrong state)"),
+    422: _error("a parameter or the body is not valid"),
+    503: _error("the broker or InfluxDB is away; retry"),
+}
+
+
 class DeviceIn(_Model):
     site: Id
     id: Id = Field(description="unique per site; lower-case letters, digits, '-' and '_' (no MQTT wildcards)")

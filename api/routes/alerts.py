@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from api.auth import check_grid, require
 from api.deps import Caller, State
 from api.errors import ApiError
-from api.models import Assign, Note, Page
+from api.models import ERRORS, Assign, Note, Page
 from api.mqtt import BrokerError
 from api.state import ApiState
 from devices.estate import Id
@@ -26,7 +26,7 @@ from store.alerts import AlertNotFoundError, AlertStateError, AlertView, mirror_
 from store.influx import InfluxError
 from store.tokens import Principal, Role
 
-router = APIRouter(prefix="/alerts", tags=["alerts"])
+router = APIRouter(prefix="/alerts", tags=["alerts"], responses=ERRORS)
 log = logging.getLogger("estatewatch.api.alerts")
 KEEPALIVE_S = 15.0
 RuleName = Annotated[str, Query(pattern=r"^[a-z][a-z0-9_]{0,63}$")]

@@ -11,7 +11,17 @@ from api import device_access
 from api.auth import require
 from api.deps import Caller, State
 from api.errors import ApiError
-from api.models import Credentials, DeviceCreated, DeviceIn, DeviceOut, DevicePatch, Page, ReadingsIn, ReadingsResult
+from api.models import (
+    ERRORS,
+    Credentials,
+    DeviceCreated,
+    DeviceIn,
+    DeviceOut,
+    DevicePatch,
+    Page,
+    ReadingsIn,
+    ReadingsResult,
+)
 from api.mqtt import DynsecError
 from api.state import ApiState
 from devices.catalog import CATALOG, PayloadError, parse_payload
@@ -23,7 +33,7 @@ from store.influx import quote_literal
 from store.series import measurement
 from store.tokens import Principal, Role
 
-router = APIRouter(prefix="/devices", tags=["devices"])
+router = APIRouter(prefix="/devices", tags=["devices"], responses=ERRORS)
 LAST_SEEN_WINDOW = "7d"
 
 

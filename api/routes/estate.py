@@ -12,12 +12,13 @@ from sqlalchemy import select
 from api.auth import require
 from api.deps import Caller, State
 from api.errors import ApiError
+from api.models import ERRORS
 from devices.estate import Grid, Id, Shift
 from store.estate_settings import RULES_KEY
 from store.registry.schema import BuildingRow, SiteRow, UnitRow, ZoneRow
 from store.tokens import Role
 
-router = APIRouter(prefix="/sites", tags=["estate"])
+router = APIRouter(prefix="/sites", tags=["estate"], responses=ERRORS)
 Plate = Annotated[str, StringConstraints(min_length=5, max_length=12, pattern=r"^[^\s;'\"\\]+$")]
 
 
@@ -48,11 +49,36 @@ class ZoneOut(BaseModel):
     capacity: int
 
 
+class WorkerOut(BaseModel):
+    id: str
+    name: str
+    mobile: str
+    radio: str | None
+
+
+class ShiftOut(BaseModel):
+    worker: str
+    days: list[str]
+    start: str = Field(description="local time, HH:MM:SS")
+    end: str = Field(description="local time, HH:MM:SS; before start: the shift runs past midnight")
+
+
+class GridOut(BaseModel):
+    id: str
+    name: str
+    workers: list[WorkerOut]
+    roster: list[ShiftOut]
+
+    @classmethod
+    def of(cls, g: Grid) -> "GridOut":
+        return cls.model_validate(g.model_dump(mode="json"))
+
+
 class EstateOut(BaseModel):
     site: SiteOut
     buildings: list[BuildingOut]
     zones: list[ZoneOut]
-    grids: list[Grid] = Field(description="with workers and rosters: grid workers see their own grids only")
+    grids: list[GridOut] = Field(description="with workers and rosters: grid workers see their own grids only")
 
 
 class _In(BaseModel):
@@ -134,12 +160,12 @@ async def get_estate(site: Id, state: State, caller: Caller) -> EstateOut:
                                units=by_building.get(b.id, [])) for b in buildings],
         zones=[ZoneOut(id=z.id, name=z.name, kind=z.kind, grid=z.grid_id, building=z.building_id, capacity=z.capacity)
                for z in zones],
-        grids=grids,
+        grids=[GridOut.of(g) for g in grids],
     )  # fmt: skip
 
 
 @router.put("/{site}/grids/{grid}/roster", operation_id="setRoster", summary="Replace a grid's roster")
-async def set_roster(site: Id, grid: Id, body: RosterIn, state: State, caller: Caller) -> Grid:
+async def set_roster(site: Id, grid: Id, body: RosterIn, state: State, caller: Caller) -> GridOut:
     require(caller, Role.ADMIN, Role.ENGINEER)
     try:
         found = await state.estate.set_roster(site, grid, [s.model_dump(mode="json") for s in body.roster],
@@ -148,7 +174,7 @@ async def set_roster(site: Id, grid: Id, body: RosterIn, state: State, caller: C
         raise ApiError(422, str(exc), code="bad_roster") from exc
     if found is None:
         raise ApiError(404, f"no grid {grid!r} at {site!r}")
-    return found
+    return GridOut.of(found)
 
 
 async def _layer(state: Any, site: str) -> tuple[dict[str, Any], int | None, str | None]:

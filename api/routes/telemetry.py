@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from api.auth import require
 from api.deps import Caller, State
 from api.errors import ApiError
+from api.models import ERRORS
 from api.queries import Agg, Filter, QueryError, aggregate, check_field, interval_ms, latest, measurement_for
 from api.state import ApiState
 from devices.estate import Id
@@ -21,7 +22,7 @@ from devices.types import Channel, DeviceType
 from store.series import TAG_NAMES
 from store.tokens import Principal, Role
 
-router = APIRouter(prefix="/telemetry", tags=["telemetry"])
+router = APIRouter(prefix="/telemetry", tags=["telemetry"], responses=ERRORS)
 MAX_RANGE_MS = 366 * 86_400_000
 FieldName = Annotated[str, Query(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 DEVICE_TAGS = {"site", "device_type", "device_id", "building", "unit", "zone", "grid", *TAG_NAMES.values()}

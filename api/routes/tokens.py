@@ -7,10 +7,10 @@ from fastapi import APIRouter, Path, Response
 from api.auth import require
 from api.deps import Caller, State
 from api.errors import ApiError
-from api.models import TokenIn, TokenOut
+from api.models import ERRORS, TokenIn, TokenOut
 from store.tokens import Principal, Role, TokenError, TokenStore
 
-router = APIRouter(prefix="/tokens", tags=["tokens"])
+router = APIRouter(prefix="/tokens", tags=["tokens"], responses=ERRORS)
 TokenId = Annotated[str, Path(pattern=r"^[0-9a-f]{12}$")]
 
 

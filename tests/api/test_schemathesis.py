@@ -1,0 +1,31 @@
+"""Schemathesis over the OpenAPI document, against the API served for real on a seeded registry:
+no 5xx, and every response matches its declared status, content type and schema."""
+
+import asyncio
+import sys
+from pathlib import Path
+
+from tests.api.test_authorization import _setup
+from tests.support.api import RunningApi, Tokens
+
+
+async def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(
+    api: RunningApi, tokens: Tokens, registry_url: str, tmp_path: Path
+) -> None:
+    await _setup(api, tokens, registry_url)
+    report = tmp_path / "schemathesis.xml"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "schemathesis.cli", "run", f"{api.url}/api/v1/openapi.json",
+        "--header", f"Authorization: Bearer {tokens.admin}",
+        "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+        "--exclude-operation-id", "streamAlerts",  # an endless stream; tested in test_alerts
+        "--phases", "examples,coverage,fuzzing",
+        "--max-examples", "25",
+        "--seed", "1",
+        "--generation-database", "none",
+        "--report", "junit", "--report-junit-path", str(report),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 600)
+    text = out.decode(errors="replace")
+    assert proc.returncode == 0, text[-6000:]
