@@ -40,6 +40,21 @@ def _fail(message: str) -> None:
     raise click.ClickException(message)
 
 
+def _device_passwords(path: Path | None, site: str, devices: list[Any]) -> dict[str, str] | None:
+    if path is None:
+        return None
+    from store.dynsec import device_username
+
+    try:
+        passwords: dict[str, str] = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        _fail(f"{path}: cannot read device credentials: {exc}")
+    missing = [d.id for d in devices if device_username(site, d.id) not in passwords]
+    if missing:
+        _fail(f"{path} has no password for {len(missing)} device(s), e.g. {missing[0]}: is it this estate's?")
+    return passwords
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 def main() -> None:
     """EstateWatch: IoT telemetry for residential estates (MQTT -> InfluxDB, rules, alerts)."""
@@ -60,18 +75,33 @@ def registry() -> None:
 
 @registry.command("init")
 @estate_option
+@click.option(
+    "--device-credentials",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="record the broker usernames of the devices this file (make up's) has passwords for",
+)
 @setting("db_url")
-def registry_init(estate_file: Path | None, **values: Any) -> None:
+def registry_init(estate_file: Path | None, device_credentials: Path | None, **values: Any) -> None:
     """Load an estate file into the registry (idempotent: run it again after editing the file)."""
+    from store.devices import DeviceAdmin
+    from store.dynsec import device_username
+
     settings = settings_from({"estate_file": estate_file, **values}, Settings)
     try:
         estate = load_estate(settings.estate_file)
     except EstateError as exc:
         _fail(str(exc))
+    usernames: dict[str, str] = {}
+    if device_credentials is not None and device_credentials.exists():
+        known = json.loads(device_credentials.read_text())
+        usernames = {d.id: u for d in estate.devices if (u := device_username(estate.site.id, d.id)) in known}
 
     async def load() -> None:
         async with Registry(settings.db_url) as reg:
             r = await reg.load_estate(estate)
+            if usernames:
+                await DeviceAdmin(reg).record_usernames(estate.site.id, usernames)
         click.echo(
             f"registry {settings.db_url}: site {r.site}: {r.devices_added} devices added, "
             f"{r.devices_updated} updated, {r.devices_unchanged} unchanged"
@@ -171,6 +201,13 @@ def devices_list(as_json: bool, device_type: str | None, site: str | None, **val
     help="also write what is sent as JSON lines (the 'rules replay' format)",
 )
 @click.option(
+    "--device-credentials",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="JSON of each device's broker password by username (make up's .run/device-credentials.json): "
+    "every device connects as itself",
+)
+@click.option(
     "--progress-every",
     type=click.FloatRange(min=0.1),
     default=5.0,
@@ -189,6 +226,7 @@ def simulate(
     limit: int | None,
     types: tuple[str, ...],
     record: Path | None,
+    device_credentials: Path | None,
     progress_every: float,
     **values: Any,
 ) -> None:
@@ -221,6 +259,7 @@ def simulate(
         start_ms=start_ms,
         incidents=parsed,
         record=record,
+        device_passwords=_device_passwords(device_credentials, estate.site.id, chosen),
     )
     click.echo(
         f"sim: {len(chosen)} devices of {estate.site.id} -> {options.mqtt.url()} "
@@ -595,6 +634,24 @@ def bench_rules(hours: float, latency_seconds: float, json_out: Path | None, **v
 
     settings = settings_from(values, Settings)
     results = asyncio.run(run(settings, hours, latency_seconds, lambda line: click.echo(line, err=True)))
+    click.echo(report(results))
+    if json_out:
+        save(results, json_out)
+
+
+@bench.command("api")
+@click.option("--rate", type=click.FloatRange(min=1), default=200.0, show_default=True, help="requests per second")
+@click.option("--seconds", type=click.FloatRange(min=5), default=30.0, show_default=True, help="per measurement")
+@click.option("--json-out", type=click.Path(path_type=Path), default=None, help="also write the figures as JSON")
+@_stack_options
+@setting("estate_file")
+def bench_api(rate: float, seconds: float, json_out: Path | None, **values: Any) -> None:
+    """The API's p50/p99 for the alert list and latest readings at a steady rate on the full estate,
+    against /healthz and InfluxDB alone in the same run."""
+    from bench.api_bench import report, run, save
+
+    settings = settings_from(values, Settings)
+    results = asyncio.run(run(settings, rate, seconds, lambda line: click.echo(line, err=True)))
     click.echo(report(results))
     if json_out:
         save(results, json_out)

@@ -28,6 +28,7 @@ from devices.topics import device_topic
 from devices.types import Channel
 from sim.behaviours import Behaviour, Emission, Fleet, behaviour_for
 from sim.incidents import Incident, inject
+from store.dynsec import device_username
 from store.mqtt import connect
 from store.settings import MqttTarget
 
@@ -36,6 +37,10 @@ log = logging.getLogger("estatewatch.sim")
 SESSION_EXPIRY_S = 600
 # Readings a device holds while it cannot publish (about a day of a radio's, at 10 s).
 BACKLOG_MAX = 10_000
+
+
+class SimError(RuntimeError):
+    """The simulation cannot start as asked."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,8 @@ class SimOptions:
     incident_delay_s: float = 5.0
     connect_concurrency: int = 200
     connect_timeout_s: float = 120.0
-    credentials: Callable[[Device], tuple[str, str]] | None = None  # per-device username, password
+    # Per-device broker passwords by username ({site}.{device id}); without: every device uses mqtt's user.
+    device_passwords: dict[str, str] | None = None
     record: Path | None = None  # JSON lines {"topic", "payload"}: the rules replay format
 
 
@@ -235,9 +241,12 @@ class Simulator:
         rng = random.Random(f"reconnect:{device.id}")
         client.set_config({"reconnect_retries": -1, "reconnect_delay": round(rng.uniform(1.0, 5.0), 2)})
         target = self.options.mqtt
-        user, password = (
-            self.options.credentials(device) if self.options.credentials else (target.username, target.password)
-        )
+        user, password = target.username, target.password
+        if self.options.device_passwords is not None:
+            user = device_username(site, device.id)
+            password = self.options.device_passwords.get(user)
+            if password is None:
+                raise SimError(f"no broker password for {user} in the device credentials")
         if user:
             client.set_auth_credentials(user, password)
         return client

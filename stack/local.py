@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
+from devices.estate import EstateError, load_estate
 from stack.influx import InfluxLayout
 from stack.mosquitto import MosquittoLayout
 from stack.procs import StackError, port_open
-from store.dynsec import PLATFORM_USERS, new_password, platform_dynsec
+from store.dynsec import PLATFORM_USERS, device_username, new_password, platform_dynsec
 from store.influx import Influx, InfluxError
 from store.settings import Settings
 
@@ -58,6 +59,32 @@ class LocalStack:
         self.mosquitto().dynsec.unlink(missing_ok=True)
         return data
 
+    @property
+    def device_credentials_file(self) -> Path:
+        return self.root / "device-credentials.json"
+
+    def device_credentials(self) -> dict[str, str]:
+        """The estate's devices' broker passwords by username, made with the broker's first dynsec file
+        (the simulator reads them: each device connects as itself)."""
+        if self.device_credentials_file.exists():
+            data: dict[str, str] = json.loads(self.device_credentials_file.read_text())
+            return data
+        return {}
+
+    def _new_device_clients(self) -> list[tuple[str, str, str, str]]:
+        try:
+            estate = load_estate(self.settings.estate_file)
+        except EstateError:
+            return []  # a stack without an estate: platform users only
+        site = estate.site.id
+        made = [(site, d.type.value, d.id, new_password()) for d in estate.devices]
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.device_credentials_file.touch(mode=0o600)
+        self.device_credentials_file.write_text(
+            json.dumps({device_username(s, i): p for s, _, i, p in made}, indent=0)
+        )
+        return made
+
     def mqtt_url(self, user: str) -> str:
         mqtt = self.settings.mqtt
         return f"mqtt://{user}:{quote(self.credentials()[user], safe='')}@{mqtt.host}:{mqtt.port}"
@@ -77,7 +104,7 @@ class LocalStack:
         """Start what is not running; returns one line per server, saying where it listens."""
         creds = self.credentials()
         mq = self.mosquitto()
-        mq.prepare(None if mq.dynsec.exists() else platform_dynsec(creds))
+        mq.prepare(None if mq.dynsec.exists() else platform_dynsec(creds, self._new_device_clients()))
         ifx = self.influx()
         ifx.prepare()
         lines = []

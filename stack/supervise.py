@@ -83,23 +83,39 @@ def run_everything(settings: Settings, *, simulate: bool, sim_args: list[str]) -
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
         init = subprocess.run(
-            [sys.executable, "-m", "estatewatch", "registry", "init"],
+            [sys.executable, "-m", "estatewatch", "registry", "init",
+             "--device-credentials", str(local.device_credentials_file)],
             env={**os.environ, **local.service_env("api")},
             check=False,
         )
         if init.returncode != 0:
             return init.returncode
+        token_file = local.root / "admin.token"
+        if not token_file.exists():
+            made = subprocess.run(
+                [sys.executable, "-m", "estatewatch", "tokens", "create", "--role", "admin",
+                 "--name", "first admin (make up)", "--out", str(token_file)],
+                env={**os.environ, **local.service_env("api")},
+                check=False,
+                stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+            if made.returncode != 0:
+                return made.returncode
         for name, user, _, args in available_services():
             children.append(_start(name, [name, *args], local.service_env(user), logs))
             print(f"{name:10} pid {children[-1].proc.pid:<7} started (log {children[-1].log})", flush=True)
         if simulate:
+            # Each device as itself, with the broker client the stack made for it (as a real one would).
+            own = ["--device-credentials", str(local.device_credentials_file)] if local.device_credentials() else []
             children.append(
-                _start("simulator", ["simulate", *sim_args], local.service_env("simulator"), logs, echo=True)
+                _start("simulator", ["simulate", *own, *sim_args], local.service_env("simulator"), logs, echo=True)
             )
         print(
             f"\nmosquitto  {settings.mqtt.host}:{settings.mqtt.port}   credentials: {local.credentials_file}"
             f"\ninfluxdb   {settings.influx_url}   database: {settings.influx_database}"
             f"\nregistry   {settings.db_url}"
+            f"\napi        http://127.0.0.1:8080/api/v1/docs   grid workers' page: http://127.0.0.1:8080/page"
+            f"\n           admin token (keep it secret): {token_file}"
             f"\nservice environment: estatewatch stack status --env ingest"
             f"\nCtrl-C stops everything.\n",
             flush=True,

@@ -138,6 +138,18 @@ class DeviceAdmin:
             elif rotated:
                 row.rotated_ms = _now_ms()
 
+    async def record_usernames(self, site: str, usernames: dict[str, str]) -> int:
+        """Broker usernames of devices whose clients were made outside the API (the local stack's
+        first dynsec file); those already recorded are left alone. Returns how many were new."""
+        async with self.registry.session() as s, s.begin():
+            query = select(DeviceCredentialRow.device_id).where(DeviceCredentialRow.site_id == site)
+            known = set((await s.scalars(query)).all())
+            new = [(d, u) for d, u in usernames.items() if d not in known]
+            s.add_all(
+                DeviceCredentialRow(site_id=site, device_id=d, username=u, created_ms=_now_ms()) for d, u in new
+            )
+        return len(new)
+
     async def set_enabled(self, site: str, device_id: str, enabled: bool) -> None:
         async with self.registry.session() as s, s.begin():
             row = await s.get(DeviceRow, (site, device_id))

@@ -50,10 +50,7 @@ class DynsecFile:
             "roles": [
                 {
                     "rolename": r.name,
-                    "acls": [
-                        {"acltype": a.acltype, "topic": a.topic, "allow": a.allow, "priority": a.priority}
-                        for a in r.acls
-                    ],
+                    "acls": [acl_json(a) for a in r.acls],
                 }
                 for r in self.roles
             ],
@@ -85,6 +82,36 @@ def _client_json(c: Client) -> dict[str, Any]:
     if c.client_id:
         doc["clientid"] = c.client_id
     return doc
+
+
+def acl_json(a: Acl) -> dict[str, Any]:
+    """An ACL as the plugin's file and its ``createRole`` command both spell it."""
+    return {"acltype": a.acltype, "topic": a.topic, "allow": a.allow, "priority": a.priority}
+
+
+def device_username(site: str, device_id: str) -> str:
+    """A device's broker username, and the client id it must connect with (the simulator's too)."""
+    return f"{site}.{device_id}"
+
+
+def device_role(site: str, device_type: str, device_id: str) -> Role:
+    """One role per device (Mosquitto 2.0's dynsec has no %c/%u placeholders): publish under its own
+    topics only, never to its own command topic (only the platform commands it), subscribe to that."""
+    own = f"estate/v1/{site}/{device_type}/{device_id}"
+    return Role(
+        f"device.{site}.{device_id}",
+        (
+            Acl("publishClientSend", f"{own}/#"),
+            Acl("publishClientSend", f"{own}/command", allow=False, priority=1),
+            Acl("subscribePattern", f"{own}/command"),
+        ),
+    )
+
+
+def device_client(site: str, device_type: str, device_id: str, password: str) -> tuple[Role, Client]:
+    role = device_role(site, device_type, device_id)
+    user = device_username(site, device_id)
+    return role, Client(user, password, (role.name,), text_name=f"{device_type} {device_id}", client_id=user)
 
 
 def _access(*filters: str, publish: tuple[str, ...] = ()) -> tuple[Acl, ...]:
@@ -124,16 +151,24 @@ PLATFORM_USERS: dict[str, tuple[str, ...]] = {
 }
 
 
-def platform_dynsec(passwords: dict[str, str]) -> DynsecFile:
-    """The dynsec file a new broker starts with: the platform's roles and users."""
+def platform_dynsec(
+    passwords: dict[str, str], devices: list[tuple[str, str, str, str]] | None = None
+) -> DynsecFile:
+    """The dynsec file a new broker starts with: the platform's roles and users, and the given
+    devices' own clients and roles ((site, type, id, password) each): the same clients the API
+    creates through $CONTROL, written at once (the plugin rewrites its file after every command)."""
     missing = sorted(PLATFORM_USERS.keys() - passwords.keys())
     if missing:
         raise ValueError(f"no password for broker user(s): {', '.join(missing)}")
+    made = [device_client(*d) for d in devices or []]
     return DynsecFile(
-        roles=[DYNSEC_ADMIN_ROLE, SERVICE_ROLE, SIMULATOR_ROLE, HEALTHCHECK_ROLE],
+        roles=[DYNSEC_ADMIN_ROLE, SERVICE_ROLE, SIMULATOR_ROLE, HEALTHCHECK_ROLE, *(r for r, _ in made)],
         clients=[
-            Client(user, passwords[user], roles, text_name=f"estatewatch {user}")
-            for user, roles in PLATFORM_USERS.items()
+            *(
+                Client(user, passwords[user], roles, text_name=f"estatewatch {user}")
+                for user, roles in PLATFORM_USERS.items()
+            ),
+            *(c for _, c in made),
         ],
     )
 

@@ -66,8 +66,8 @@ def test_up_status_down(stack_env: dict[str, str]) -> None:
     assert cli("stack", "status", env=stack_env).stdout.count("stopped") == 2
 
 
-def connect(port: int, user: str | None, password: str | None) -> int:
-    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+def connect(port: int, user: str | None, password: str | None, client_id: str = "") -> int:
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
     if user:
         client.username_pw_set(user, password)
     try:
@@ -109,3 +109,38 @@ def test_make_up_starts_only_services_that_exist() -> None:
             assert isinstance(command, click.Group), f"make up would run 'estatewatch {name} {' '.join(args)}'"
             command = command.commands.get(word)
         assert command is not None and not isinstance(command, click.Group), f"'{name}' is not a runnable command"
+
+
+def test_every_estate_device_gets_its_own_broker_client(stack_env: dict[str, str]) -> None:
+    """The stack's first dynsec file holds a client per device of the estate, pinned and confined
+    as the API's are; the simulator connects each device as itself."""
+    up = cli("stack", "up", env=stack_env)
+    assert up.returncode == 0, up.stderr
+    run_dir = Path(stack_env["ESTATEWATCH_RUN_DIR"])
+    passwords = json.loads((run_dir / "device-credentials.json").read_text())
+    assert oct((run_dir / "device-credentials.json").stat().st_mode & 0o777) == "0o600"
+    assert len(passwords) == 6160 and "luedi-south.smk-b001-u1-101" in passwords
+    port = int(stack_env["ESTATEWATCH_MQTT_URL"].rsplit(":", 1)[1])
+    user = "luedi-south.smk-b001-u1-101"
+    assert connect(port, user, passwords[user], client_id=user) == 0
+    assert connect(port, user, passwords[user], client_id="not-the-device") != 0
+    assert connect(port, user, "wrong", client_id=user) != 0
+
+    service = json.loads((run_dir / "credentials.json").read_text())
+    heard: set[str] = set()
+    listener = paho.Client(CallbackAPIVersion.VERSION2, client_id="test-listener", protocol=paho.MQTTv5)
+    listener.username_pw_set("ingest", service["ingest"])
+    listener.on_connect = lambda c, *a: c.subscribe("estate/v1/luedi-south/radio/#", qos=1)
+    listener.on_message = lambda c, u, m: heard.add(m.topic.split("/")[4])
+    listener.connect("127.0.0.1", port)
+    listener.loop_start()
+    try:
+        sim = cli("simulate", "--device-credentials", str(run_dir / "device-credentials.json"), "--type", "radio",
+                  "--duration", "3", env=stack_env)  # fmt: skip
+    finally:
+        listener.disconnect()
+        listener.loop_stop()
+    assert sim.returncode == 0, sim.stderr
+    totals = json.loads(sim.stderr.strip().splitlines()[-1])["simulated"]
+    assert totals["devices"] == totals["statuses"] == 35, totals
+    assert len(heard) == 35, "every radio published as itself on its own topics"
