@@ -27,6 +27,16 @@ class StrictJSONResponse(JSONResponse):
         return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
+def _route_name(request: Request) -> str:
+    """The path with its parameters as {names}: one metric series per route, not per device."""
+    if request.scope.get("route") is None:
+        return "unmatched"  # a scanner's made-up paths must not each become a series
+    path = request.url.path
+    for key, value in request.path_params.items():
+        path = path.replace(f"/{value}", f"/{{{key}}}", 1)
+    return path
+
+
 def create_app(settings: ApiSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -56,8 +66,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         started = time.perf_counter()
         response = await call_next(request)
         elapsed = time.perf_counter() - started
-        route = request.scope.get("route")
-        name = getattr(route, "path", "unmatched")
+        name = _route_name(request)
         state = getattr(request.app.state, "api", None)
         if state is not None:
             state.metrics.requests.labels(name, str(response.status_code)).inc()

@@ -17,7 +17,7 @@ ONE_SHOT = {"broker-init", "registry-init"}
 
 
 def test_the_stack_has_its_parts() -> None:
-    assert {"mosquitto", "influxdb", "grafana", "postgres", "simulator"} <= SERVICES.keys()
+    assert {"mosquitto", "influxdb", "grafana", "postgres", "simulator", "ingest", "rules", "api"} <= SERVICES.keys()
     assert SERVICES["simulator"]["profiles"] == ["sim"]
     assert SERVICES["influxdb"]["image"].startswith("influxdb:1."), "the same v1 API the tests use"
     assert SERVICES["mosquitto"]["image"].startswith("eclipse-mosquitto:2")
