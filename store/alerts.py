@@ -299,6 +299,47 @@ class AlertStore:
                 query = query.where(AlertRow.site_id == site)
             return [AlertView.of(r) for r in (await s.scalars(query)).all()]
 
+    async def search(
+        self,
+        *,
+        site: str | None = None,
+        states: Sequence[str] | None = None,
+        rule: str | None = None,
+        severity: str | None = None,
+        grids: Sequence[str] | None = None,
+        building: str | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[list[AlertView], int]:
+        """Alerts matching every filter given, newest event first, and how many match in all.
+        ``since_ms``/``until_ms`` bound the alert's last event time."""
+        conditions = []
+        if site is not None:
+            conditions.append(AlertRow.site_id == site)
+        if states:
+            conditions.append(AlertRow.state.in_(states))
+        if rule is not None:
+            conditions.append(AlertRow.rule == rule)
+        if severity is not None:
+            conditions.append(AlertRow.severity == severity)
+        if grids is not None:
+            conditions.append(AlertRow.grid_id.in_(grids))
+        if building is not None:
+            conditions.append(AlertRow.building_id == building)
+        if since_ms is not None:
+            conditions.append(AlertRow.last_ts >= since_ms)
+        if until_ms is not None:
+            conditions.append(AlertRow.last_ts < until_ms)
+        async with self.registry.session() as s:
+            total = await s.scalar(select(func.count()).select_from(AlertRow).where(*conditions))
+            rows = await s.scalars(
+                select(AlertRow).where(*conditions).order_by(AlertRow.last_ts.desc(), AlertRow.id.desc())
+                .limit(limit).offset(offset)
+            )  # fmt: skip
+            return [AlertView.of(r) for r in rows.all()], int(total or 0)
+
     async def open_counts(self, site: str) -> dict[tuple[str, str, str, str], int]:
         """Alerts not resolved, by (rule, grid, severity, state)."""
         async with self.registry.session() as s:
