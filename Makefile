@@ -9,7 +9,9 @@ PYTHON ?= python3
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	@# grafana-client's niquests brings urllib3-future, whose wheel overwrites urllib3 (and breaks
+	@# requests-based tools such as schemathesis); built from source with this flag it stays apart.
+	URLLIB3_NO_OVERRIDE=1 $(PY) -m pip install --quiet --no-binary urllib3-future -e ".[dev]"
 	@touch $@
 
 venv: $(VENV)/.installed

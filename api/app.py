@@ -3,12 +3,13 @@
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors
 from api.routes import alerts, devices, estate, health, page, telemetry, tokens
@@ -25,6 +26,40 @@ class StrictJSONResponse(JSONResponse):
 
     def render(self, content: Any) -> bytes:
         return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+class AccessLog:
+    """Request metrics and one log line per request (method, route, status, time: no headers, no
+    query values, so tokens and plates stay out of logs). Plain ASGI: Starlette's BaseHTTPMiddleware
+    costs a task group and a memory stream per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            elapsed = time.perf_counter() - started
+            request = Request(scope)
+            name = _route_name(request)
+            state = getattr(request.app.state, "api", None)
+            if state is not None:
+                state.metrics.requests.labels(name, str(status)).inc()
+                state.metrics.seconds.labels(name).observe(elapsed)
+            log.info("%s %s %d %.1f ms", scope["method"], name, status, elapsed * 1000)
 
 
 def _route_name(request: Request) -> str:
@@ -61,18 +96,5 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(page.router)
 
-    @app.middleware("http")
-    async def access_log(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        elapsed = time.perf_counter() - started
-        name = _route_name(request)
-        state = getattr(request.app.state, "api", None)
-        if state is not None:
-            state.metrics.requests.labels(name, str(response.status_code)).inc()
-            state.metrics.seconds.labels(name).observe(elapsed)
-        # The path and status, never headers or query values: tokens and plates stay out of logs.
-        log.info("%s %s %d %.1f ms", request.method, name, response.status_code, elapsed * 1000)
-        return response
-
+    app.add_middleware(AccessLog)
     return app

@@ -9,7 +9,7 @@ from api.state import ApiState
 from store.tokens import Principal
 
 
-def get_state(request: Request) -> ApiState:
+async def get_state(request: Request) -> ApiState:  # async: a sync dependency costs a thread hop
     state: ApiState = request.app.state.api
     return state
 

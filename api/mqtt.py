@@ -13,7 +13,7 @@ import json
 import logging
 import random
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Self
 
 import aiomqtt
@@ -46,6 +46,7 @@ class ApiBroker:
         self._client: aiomqtt.Client | None = None
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._listeners: set[asyncio.Queue[dict[str, Any]]] = set()
+        self.on_alert_change: list[Callable[[], None]] = []
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Self:
@@ -77,6 +78,8 @@ class ApiBroker:
                     await client.subscribe(ALERTS_FILTER, qos=1)
                     self._client, delay = client, 0.5
                     self.connected.set()
+                    for callback in self.on_alert_change:  # notices may have been missed while away
+                        callback()
                     log.info("connected to the broker at %s:%d", self.target.host, self.target.port)
                     async for message in client.messages:
                         self._dispatch(str(message.topic), message.payload)
@@ -104,6 +107,8 @@ class ApiBroker:
                 if fut is not None and not fut.done():
                     fut.set_result(response)
             return
+        for callback in self.on_alert_change:
+            callback()
         for queue in list(self._listeners):
             with contextlib.suppress(asyncio.QueueFull):  # a stalled stream client loses changes, not the API
                 queue.put_nowait(doc)

@@ -19,6 +19,12 @@ class ApiSettings(Settings):
     api_broker_timeout_s: float = Field(
         5.0, gt=0, le=60, description="longest the broker may take to acknowledge a publish or a dynsec command"
     )
+    api_device_cache_s: float = Field(
+        5.0, ge=0, le=300, description="device list kept in memory this long (other APIs' changes show after it)"
+    )
+    api_alert_cache_s: float = Field(
+        30.0, ge=0, le=600, description="alert lists are answered from memory until an alert changes, at most this long"
+    )
     api_device_online_s: int = Field(
         3, ge=1, le=100, description="a device is online while its last message is within this many intervals"
     )

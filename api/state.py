@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from api.auth import Authenticator
+from api.cache import ChangeCache
 from api.mqtt import ApiBroker
 from api.settings import ApiSettings
 from store.alerts import AlertStore
@@ -43,6 +44,7 @@ class ApiState:
     devices: DeviceAdmin
     estate: EstateSettings
     metrics: ApiMetrics
+    alert_lists: ChangeCache
 
 
 @contextlib.asynccontextmanager
@@ -55,6 +57,8 @@ async def open_state(settings: ApiSettings) -> AsyncIterator[ApiState]:
         broker = await stack.enter_async_context(
             ApiBroker(settings.mqtt, settings.api_client_id, settings.api_broker_timeout_s)
         )
+        alert_lists = ChangeCache(settings.api_alert_cache_s)
+        broker.on_alert_change.append(alert_lists.changed)
         yield ApiState(
             settings=settings,
             registry=registry,
@@ -62,7 +66,8 @@ async def open_state(settings: ApiSettings) -> AsyncIterator[ApiState]:
             broker=broker,
             auth=Authenticator(TokenStore(registry), settings.api_token_cache_s),
             alerts=AlertStore(registry),
-            devices=DeviceAdmin(registry),
+            devices=DeviceAdmin(registry, settings.api_device_cache_s),
             estate=EstateSettings(registry),
             metrics=ApiMetrics(),
+            alert_lists=alert_lists,
         )

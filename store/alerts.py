@@ -71,6 +71,15 @@ class AlertView:
         return asdict(self)
 
 
+# AlertView's fields, in order, as columns.
+_VIEW_COLUMNS = (
+    AlertRow.id, AlertRow.site_id, AlertRow.rule, AlertRow.subject, AlertRow.state, AlertRow.severity, AlertRow.title,
+    AlertRow.escalation, AlertRow.count, AlertRow.first_ts, AlertRow.last_ts, AlertRow.resolved_ts, AlertRow.grid_id,
+    AlertRow.building_id, AlertRow.unit_id, AlertRow.zone_id, AlertRow.assignee, AlertRow.recipients,
+    AlertRow.evidence, AlertRow.ack_escalations, AlertRow.opened_at_ms, AlertRow.acknowledged_at_ms,
+    AlertRow.resolved_at_ms,
+)  # fmt: skip
+
 ALERTS_MEASUREMENT = "alerts"
 OPEN_MEASUREMENT = "alerts_open"
 ESTATE_GRID = "_estate"  # the grid tag of alerts no grid owns (radios, estate-wide rules)
@@ -334,11 +343,12 @@ class AlertStore:
             conditions.append(AlertRow.last_ts < until_ms)
         async with self.registry.session() as s:
             total = await s.scalar(select(func.count()).select_from(AlertRow).where(*conditions))
-            rows = await s.scalars(
-                select(AlertRow).where(*conditions).order_by(AlertRow.last_ts.desc(), AlertRow.id.desc())
-                .limit(limit).offset(offset)
+            # Columns, not ORM objects: materialising a page of 50 as objects cost twice as much.
+            rows = await s.execute(
+                select(*_VIEW_COLUMNS).where(*conditions)
+                .order_by(AlertRow.last_ts.desc(), AlertRow.id.desc()).limit(limit).offset(offset)
             )  # fmt: skip
-            return [AlertView.of(r) for r in rows.all()], int(total or 0)
+            return [AlertView(*r) for r in rows.all()], int(total or 0)
 
     async def open_counts(self, site: str) -> dict[tuple[str, str, str, str], int]:
         """Alerts not resolved, by (rule, grid, severity, state)."""

@@ -1,10 +1,13 @@
 """Devices registered and changed at run time (through the API), next to the estate file's."""
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from devices.types import DeviceType
 from store.registry.db import Registry
@@ -37,14 +40,18 @@ class DeviceRecord:
 
 
 class DeviceAdmin:
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, cache_s: float = 0.0) -> None:
         self.registry = registry
+        self.cache_s = cache_s
+        self._cached: list[DeviceRecord] | None = None
+        self._cached_at = 0.0
+        self._generation = 0
 
     async def get(self, site: str, device_id: str) -> DeviceRecord | None:
-        found = await self.list(site=site, ids=[device_id])
+        found = await self.find(site=site, ids=[device_id])
         return found[0] if found else None
 
-    async def list(
+    async def find(
         self,
         *,
         site: str | None = None,
@@ -56,36 +63,55 @@ class DeviceAdmin:
         offset: int = 0,
         limit: int | None = None,
     ) -> list[DeviceRecord]:
+        wanted = set(ids) if ids is not None else None
+        out = [
+            r
+            for r in await self._all()
+            if (site is None or r.site == site)
+            and (wanted is None or r.id in wanted)
+            and (device_type is None or r.type is device_type)
+            and (vendor is None or r.vendor == vendor)
+            and (building is None or r.building == building)
+            and (grids is None or r.grid in grids)
+        ]
+        return out[offset : offset + limit if limit is not None else None]
+
+    async def _all(self) -> list[DeviceRecord]:
+        """Every device, read at most every ``cache_s`` (an estate's 6,160 rows cost tens of ms to
+        read; a request must not pay that). This process's own changes drop the copy at once."""
+        now = time.monotonic()
+        if self._cached is not None and now - self._cached_at < self.cache_s:
+            return self._cached
+        generation = self._generation
         async with self.registry.session() as s:
             q = select(DeviceRow, DeviceCredentialRow.username).outerjoin(
                 DeviceCredentialRow,
                 (DeviceCredentialRow.site_id == DeviceRow.site_id) & (DeviceCredentialRow.device_id == DeviceRow.id),
             )
-            if site is not None:
-                q = q.where(DeviceRow.site_id == site)
-            if ids is not None:
-                q = q.where(DeviceRow.id.in_(ids))
-            if device_type is not None:
-                q = q.where(DeviceRow.type == device_type.value)
-            if vendor is not None:
-                q = q.where(DeviceRow.vendor == vendor)
-            if building is not None:
-                q = q.where(DeviceRow.building_id == building)
             rows = (await s.execute(q.order_by(DeviceRow.site_id, DeviceRow.id))).all()
             building_grid = {(b.site_id, b.id): b.grid_id for b in (await s.scalars(select(BuildingRow))).all()}
             zone_grid = {(z.site_id, z.id): z.grid_id for z in (await s.scalars(select(ZoneRow))).all()}
-        out = []
-        for r, username in rows:
-            grid = zone_grid.get((r.site_id, r.zone_id or "")) or building_grid.get((r.site_id, r.building_id or ""))
-            if grids is not None and grid not in grids:
-                continue
-            out.append(
-                DeviceRecord(
-                    r.site_id, r.id, DeviceType(r.type), r.building_id, r.unit_id, r.floor, r.zone_id, grid,
-                    r.interval_s, r.vendor, r.label, r.enabled, username,
-                )
+        records = [
+            DeviceRecord(
+                r.site_id, r.id, DeviceType(r.type), r.building_id, r.unit_id, r.floor, r.zone_id,
+                zone_grid.get((r.site_id, r.zone_id or "")) or building_grid.get((r.site_id, r.building_id or "")),
+                r.interval_s, r.vendor, r.label, r.enabled, username,
             )
-        return out[offset : offset + limit if limit is not None else None]
+            for r, username in rows
+        ]  # fmt: skip
+        if generation == self._generation:  # no write of ours ran meanwhile: the copy is current
+            self._cached, self._cached_at = records, now
+        return records
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncSession]:
+        """A write transaction; the cached copy is dropped once it is over (committed or not)."""
+        try:
+            async with self.registry.session() as s, s.begin():
+                yield s
+        finally:
+            self._generation += 1
+            self._cached = None
 
     async def register(
         self,
@@ -102,7 +128,7 @@ class DeviceAdmin:
         label: str | None,
         username: str,
     ) -> DeviceRecord:
-        async with self.registry.session() as s, s.begin():
+        async with self._write() as s:
             if await s.get(SiteRow, site) is None:
                 raise DevicePlaceError(f"no site {site!r}")
             if building is not None and await s.get(BuildingRow, (site, building)) is None:
@@ -131,7 +157,7 @@ class DeviceAdmin:
         return found
 
     async def set_credentials(self, site: str, device_id: str, username: str, *, rotated: bool) -> None:
-        async with self.registry.session() as s, s.begin():
+        async with self._write() as s:
             row = await s.get(DeviceCredentialRow, (site, device_id))
             if row is None:
                 s.add(DeviceCredentialRow(site_id=site, device_id=device_id, username=username, created_ms=_now_ms()))
@@ -141,7 +167,7 @@ class DeviceAdmin:
     async def record_usernames(self, site: str, usernames: dict[str, str]) -> int:
         """Broker usernames of devices whose clients were made outside the API (the local stack's
         first dynsec file); those already recorded are left alone. Returns how many were new."""
-        async with self.registry.session() as s, s.begin():
+        async with self._write() as s:
             query = select(DeviceCredentialRow.device_id).where(DeviceCredentialRow.site_id == site)
             known = set((await s.scalars(query)).all())
             new = [(d, u) for d, u in usernames.items() if d not in known]
@@ -151,13 +177,13 @@ class DeviceAdmin:
         return len(new)
 
     async def set_enabled(self, site: str, device_id: str, enabled: bool) -> None:
-        async with self.registry.session() as s, s.begin():
+        async with self._write() as s:
             row = await s.get(DeviceRow, (site, device_id))
             if row is not None:
                 row.enabled = enabled
 
     async def delete(self, site: str, device_id: str) -> None:
-        async with self.registry.session() as s, s.begin():
+        async with self._write() as s:
             for table in (DeviceCredentialRow,):
                 row = await s.get(table, (site, device_id))
                 if row is not None:

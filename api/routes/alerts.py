@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
@@ -72,14 +72,20 @@ class AlertDetail(BaseModel):
 
 
 def _out(v: AlertView) -> AlertOut:
-    return AlertOut.model_validate(v.as_json())
+    # From the attributes: dataclasses.asdict deep-copies every evidence item (14 ms for a page of 50).
+    return AlertOut.model_validate(v, from_attributes=True)
 
 
 def _visible(p: Principal, grid: str | None) -> bool:
     return p.role is not Role.GRID_WORKER or grid in p.grids
 
 
-@router.get("", operation_id="listAlerts", summary="Alerts, newest first, filtered; grid workers see their grids")
+@router.get(
+    "",
+    operation_id="listAlerts",
+    summary="Alerts, newest first, filtered; grid workers see their grids",
+    response_model=Page[AlertOut],
+)
 async def list_alerts(
     state: State,
     caller: Caller,
@@ -93,7 +99,7 @@ async def list_alerts(
     until_ms: Annotated[int | None, Query(ge=0, le=10**14)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
-) -> Page[AlertOut]:
+) -> Response:
     require(caller, Role.ADMIN, Role.ENGINEER, Role.GRID_WORKER)
     grids: list[str] | None = None
     if grid is not None:
@@ -101,11 +107,20 @@ async def list_alerts(
         grids = [grid]
     elif caller.role is Role.GRID_WORKER:
         grids = sorted(caller.grids)
-    found, total = await state.alerts.search(
-        site=site, states=alert_state, rule=rule, severity=severity, grids=grids, building=building,
-        since_ms=since_ms, until_ms=until_ms, limit=limit, offset=offset,
-    )  # fmt: skip
-    return Page[AlertOut](items=[_out(v) for v in found], total=total, limit=limit, offset=offset)
+    states = tuple(sorted(set(alert_state))) if alert_state else None
+    key = (site, states, rule, severity, tuple(grids) if grids is not None else None, building, since_ms, until_ms,
+           limit, offset)  # fmt: skip
+    body = state.alert_lists.get(key)
+    if body is None:
+        generation = state.alert_lists.generation
+        found, total = await state.alerts.search(
+            site=site, states=states, rule=rule, severity=severity, grids=grids, building=building,
+            since_ms=since_ms, until_ms=until_ms, limit=limit, offset=offset,
+        )  # fmt: skip
+        page = Page[AlertOut](items=[_out(v) for v in found], total=total, limit=limit, offset=offset)
+        body = page.model_dump_json().encode()
+        state.alert_lists.put(key, body, generation)
+    return Response(body, media_type="application/json")
 
 
 async def _alert(state: ApiState, caller: Principal, alert_id: int) -> AlertDetail:
@@ -152,6 +167,7 @@ async def get_alert(alert_id: AlertId, state: State, caller: Caller) -> AlertDet
 
 async def _announce(state: ApiState, view: AlertView, action: str) -> None:
     """People's actions reach the stream, the radios' apps and InfluxDB like the engine's changes."""
+    state.alert_lists.changed()  # this process's lists at once; the broker tells the others
     doc = {"action": action, **view.as_json()}
     with contextlib.suppress(BrokerError):  # committed already; the stream catches up on the next change
         await state.broker.publish(alerts_topic(view.site, view.grid, view.rule), json.dumps(doc).encode())

@@ -145,7 +145,7 @@ async def list_devices(
             raise ApiError(403, "a vendor lists its own devices only", code="forbidden")
         vendor = caller.vendor
     grids = None if caller.role is not Role.GRID_WORKER else caller.grids
-    everything = await state.devices.list(site=site, device_type=type, vendor=vendor, building=building, grids=grids)
+    everything = await state.devices.find(site=site, device_type=type, vendor=vendor, building=building, grids=grids)
     page = everything[offset : offset + limit]
     seen = await _last_seen(state, page) if page else {}
     now = int(time.time() * 1000)

@@ -4,6 +4,7 @@ building or type, as JSON or CSV. Every name comes from the device vocabulary; b
 
 import csv
 import io
+import json
 import time
 from typing import Annotated, Any, Literal
 
@@ -68,7 +69,7 @@ async def _scope(
         return Filter(site, (device_id,) if device_id else (), building)
     if device_id is None and (p.role is Role.VENDOR or building is None):
         raise ApiError(403, "name a device_id you may read (or, for grid workers, a building)", code="forbidden")
-    mine = await state.devices.list(
+    mine = await state.devices.find(
         site=site, device_type=device_type, building=building, ids=[device_id] if device_id else None,
         vendor=p.vendor if p.role is Role.VENDOR else None, grids=p.grids if p.role is Role.GRID_WORKER else None,
     )  # fmt: skip
@@ -83,7 +84,9 @@ def _bad(exc: QueryError) -> ApiError:
     return ApiError(422, str(exc), code="bad_query")
 
 
-@router.get("/latest", operation_id="latestReadings", summary="The newest reading of each device")
+@router.get(
+    "/latest", operation_id="latestReadings", summary="The newest reading of each device", response_model=LatestOut
+)
 async def latest_readings(
     state: State,
     caller: Caller,
@@ -95,7 +98,7 @@ async def latest_readings(
     within: Annotated[str, Query(pattern=r"^[1-9][0-9]{0,4}[smhd]$")] = "1d",
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
-) -> LatestOut:
+) -> Response:
     require(caller, Role.ADMIN, Role.ENGINEER, Role.VENDOR, Role.GRID_WORKER)
     scope = await _scope(state, caller, site, type, device_id, building)
     try:
@@ -104,21 +107,24 @@ async def latest_readings(
     except QueryError as exc:
         raise _bad(exc) from exc
     if not scope.device_ids:  # page by the registry's devices, then ask InfluxDB for just those
-        devices = await state.devices.list(site=site, device_type=type, building=building)
+        devices = await state.devices.find(site=site, device_type=type, building=building)
         total, ids = len(devices), tuple(d.id for d in devices[offset : offset + limit])
     else:
         total, ids = len(scope.device_ids), scope.device_ids[offset : offset + limit]
-    items: list[Reading] = []
+    items: list[dict[str, Any]] = []
     if ids:
         result = (await state.influx.query(latest(name, Filter(site, ids, building), within_ms)))[0]
         for series in result:
             for row in series.rows():
                 tags = {k: v for k, v in row.items() if k in DEVICE_TAGS and v is not None} | series.tags
                 fields = {k: v for k, v in row.items() if k not in DEVICE_TAGS and k != "time" and v is not None}
-                items.append(Reading(device_id=series.tags.get("device_id", ""), ts=row["time"], tags=tags,
-                                     fields=fields))  # fmt: skip
-    items.sort(key=lambda r: r.device_id)
-    return LatestOut(type=type, channel=channel, items=items, total=total, limit=limit, offset=offset)
+                items.append({"device_id": series.tags.get("device_id", ""), "ts": row["time"], "tags": tags,
+                              "fields": fields})  # fmt: skip
+    items.sort(key=lambda r: str(r["device_id"]))
+    # Built as plain JSON: the shape is LatestOut's (the OpenAPI document and the schema tests hold it
+    # to that), without validating what InfluxDB just gave back, which was the larger part of the time.
+    body = {"type": type.value, "channel": channel, "items": items, "total": total, "limit": limit, "offset": offset}
+    return Response(json.dumps(body, ensure_ascii=False, allow_nan=False), media_type="application/json")
 
 
 @router.get(

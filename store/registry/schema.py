@@ -100,7 +100,7 @@ class AlertRow(Base):
     escalation: Mapped[int] = mapped_column(Integer, default=0)
     count: Mapped[int] = mapped_column(Integer, default=1)
     first_ts: Mapped[int] = mapped_column(BigInteger)  # event time, ms
-    last_ts: Mapped[int] = mapped_column(BigInteger)
+    last_ts: Mapped[int] = mapped_column(BigInteger, index=True)  # lists are newest first
     resolved_ts: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     grid_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     building_id: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -245,3 +245,47 @@ async def test_an_unacknowledged_alarm_escalates_to_the_next_role(
     assert police not in opened["mobiles"] and police in escalated["mobiles"]
     [(alert, trail)] = await alerts(settings, "fire")
     assert alert.ack_escalations == 1 and [e.action for e in trail] == ["opened", "escalated"]
+
+
+async def test_engineers_changes_through_the_api_apply_without_a_restart(
+    rules_settings: Callable[..., RulesSettings],
+    broker: Broker,
+    influxd: InfluxServer,
+    influx_db: str,
+    registry_url: str,
+    tmp_path: Path,
+    devices: Device,
+    small: Estate,
+) -> None:
+    from tests.support.api import api_settings, make_tokens, running_api
+
+    tokens = await make_tokens(registry_url)
+    settings = rules_settings(rules_settings_poll_s=0.2, rules_rebuild_s=0)
+    api_cfg = api_settings(broker, influxd.url, influx_db, registry_url, tmp_path)
+    async with running(settings) as svc, running_api(api_cfg) as api, api.client(tokens.engineer) as c:
+        r = await c.put("/api/v1/sites/small/rules/plate-whitelist", json={"plates": ["苏C12000"]})
+        assert r.status_code == 200, r.text
+        shift = {"worker": "w01b", "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                 "start": "00:00", "end": "23:59"}  # fmt: skip
+        assert (await c.put("/api/v1/sites/small/grids/g01/roster", json={"roster": [shift]})).status_code == 200
+        assert await eventually(lambda: "苏C12000" in svc.engine.ctx.config.rules.fire_lane.exempt_plates, 10)
+        now = int(time.time() * 1000)
+        assert await eventually(lambda: svc.engine.ctx.grid_workers("g01", now) == ["worker:w01b"], 10)
+
+        def block(plate: str, start: int) -> None:
+            devices.send("camera", "cam-fl-01", "event", ts=start, type="zone_occupied", zone="fl-01",
+                         object_kind="car", plate=plate, confidence=0.95)  # fmt: skip
+            lane(devices, start, start + 7 * MIN, True)
+            devices.send("camera", "cam-fl-01", "event", ts=start + 7 * MIN, type="zone_cleared", zone="fl-01")
+            lane(devices, start + 7 * MIN + 1000, start + 11 * MIN, False)
+
+        block("苏C12000", now - 30 * MIN)  # whitelisted through the API: nothing
+        block("苏C88A21", now - 15 * MIN)  # anyone else: the grid hears of it
+        async with Registry(settings.db_url) as reg:
+            for _ in range(100):
+                book, _ = await AlertStore(reg).search(rule="fire_lane")
+                if book and book[0].state == "resolved":
+                    break
+                await asyncio.sleep(0.2)
+    assert [a.subject for a in book] == ["fl-01"] and "苏C88A21" in book[0].title
+    assert "worker:w01b" in book[0].recipients and "worker:w01a" not in book[0].recipients

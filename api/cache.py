@@ -1,0 +1,32 @@
+"""Answers kept until the data under them changes: the alert lists, dropped at every alert change
+(the broker tells the API of each one, from the rules service and from people), with a time limit
+in case a change notice is lost while the broker connection is down."""
+
+import time
+from collections.abc import Hashable
+
+
+class ChangeCache:
+    def __init__(self, ttl_s: float, max_entries: int = 10_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self.generation = 0
+        self._entries: dict[Hashable, tuple[float, bytes]] = {}
+
+    def get(self, key: Hashable) -> bytes | None:
+        hit = self._entries.get(key)
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return hit[1]
+
+    def put(self, key: Hashable, body: bytes, generation: int) -> None:
+        """Keep ``body`` only if nothing changed since ``generation`` was read (before computing it)."""
+        if generation != self.generation or not self.ttl_s:
+            return
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[key] = (time.monotonic() + self.ttl_s, body)
+
+    def changed(self) -> None:
+        self.generation += 1
+        self._entries.clear()
