@@ -2,8 +2,9 @@
 (the broker tells the API of each one, from the rules service and from people), with a time limit
 in case a change notice is lost while the broker connection is down."""
 
+import asyncio
 import time
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 
 
 class ChangeCache:
@@ -12,6 +13,7 @@ class ChangeCache:
         self.max_entries = max_entries
         self.generation = 0
         self._entries: dict[Hashable, tuple[float, bytes]] = {}
+        self._pending: dict[Hashable, asyncio.Future[bytes]] = {}
 
     def get(self, key: Hashable) -> bytes | None:
         hit = self._entries.get(key)
@@ -26,6 +28,30 @@ class ChangeCache:
         if len(self._entries) >= self.max_entries:
             self._entries.clear()
         self._entries[key] = (time.monotonic() + self.ttl_s, body)
+
+    async def get_or_compute(self, key: Hashable, compute: Callable[[], Awaitable[bytes]]) -> bytes:
+        """The kept answer, or one computation shared by every request that asks meanwhile: after a
+        change, a burst of identical requests must not each query the registry."""
+        hit = self.get(key)
+        if hit is not None:
+            return hit
+        pending = self._pending.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._pending[key] = fut
+        generation = self.generation
+        try:
+            body = await compute()
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: waiters get it; none waiting is fine too
+            raise
+        finally:
+            self._pending.pop(key, None)
+        fut.set_result(body)
+        self.put(key, body, generation)
+        return body
 
     def changed(self) -> None:
         self.generation += 1

@@ -24,6 +24,7 @@ log = logging.getLogger("estatewatch.api.mqtt")
 DYNSEC_TOPIC = "$CONTROL/dynamic-security/v1"
 DYNSEC_RESPONSE = DYNSEC_TOPIC + "/response"
 ALERTS_FILTER = "estate/v1/+/alerts/#"
+TELEMETRY_FILTER = "estate/v1/+/+/+/telemetry"
 
 
 class BrokerError(Exception):
@@ -47,6 +48,9 @@ class ApiBroker:
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._listeners: set[asyncio.Queue[dict[str, Any]]] = set()
         self.on_alert_change: list[Callable[[], None]] = []
+        self.on_reconnect: list[Callable[[], None]] = []
+        # Device telemetry for the last-value cache (QoS 0: a missed one is looked up in InfluxDB).
+        self.on_telemetry: Callable[[str, bytes], None] | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Self:
@@ -76,13 +80,20 @@ class ApiBroker:
                 ) as client:
                     await client.subscribe(DYNSEC_RESPONSE, qos=1)
                     await client.subscribe(ALERTS_FILTER, qos=1)
+                    if self.on_telemetry is not None:
+                        await client.subscribe(TELEMETRY_FILTER, qos=0)
                     self._client, delay = client, 0.5
                     self.connected.set()
-                    for callback in self.on_alert_change:  # notices may have been missed while away
+                    for callback in (*self.on_alert_change, *self.on_reconnect):  # notices may have been missed
                         callback()
                     log.info("connected to the broker at %s:%d", self.target.host, self.target.port)
                     async for message in client.messages:
-                        self._dispatch(str(message.topic), message.payload)
+                        topic = str(message.topic)
+                        if topic.endswith("/telemetry") and self.on_telemetry is not None:
+                            if isinstance(message.payload, bytes):
+                                self.on_telemetry(topic, message.payload)
+                            continue
+                        self._dispatch(topic, message.payload)
             except aiomqtt.MqttError as exc:
                 log.warning("broker connection lost (%s); retrying in %.1f s", exc, delay)
             finally:

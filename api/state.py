@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from api.auth import Authenticator
 from api.cache import ChangeCache
+from api.last_values import LastValues
 from api.mqtt import ApiBroker
 from api.settings import ApiSettings
 from store.alerts import AlertStore
@@ -45,6 +46,7 @@ class ApiState:
     estate: EstateSettings
     metrics: ApiMetrics
     alert_lists: ChangeCache
+    last_values: LastValues
 
 
 @contextlib.asynccontextmanager
@@ -54,9 +56,11 @@ async def open_state(settings: ApiSettings) -> AsyncIterator[ApiState]:
         influx = await stack.enter_async_context(
             Influx(settings.influx_url, settings.influx_database, timeout_s=settings.api_query_timeout_s)
         )
-        broker = await stack.enter_async_context(
-            ApiBroker(settings.mqtt, settings.api_client_id, settings.api_broker_timeout_s)
-        )
+        last_values = LastValues()
+        broker = ApiBroker(settings.mqtt, settings.api_client_id, settings.api_broker_timeout_s)
+        broker.on_telemetry = last_values.on_message  # before connecting: it subscribes on connect
+        broker.on_reconnect.append(last_values.forget_known)
+        await stack.enter_async_context(broker)
         alert_lists = ChangeCache(settings.api_alert_cache_s)
         broker.on_alert_change.append(alert_lists.changed)
         yield ApiState(
@@ -70,4 +74,5 @@ async def open_state(settings: ApiSettings) -> AsyncIterator[ApiState]:
             estate=EstateSettings(registry),
             metrics=ApiMetrics(),
             alert_lists=alert_lists,
+            last_values=last_values,
         )

@@ -1,5 +1,6 @@
 """Devices registered and changed at run time (through the API), next to the estate file's."""
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -46,6 +47,8 @@ class DeviceAdmin:
         self._cached: list[DeviceRecord] | None = None
         self._cached_at = 0.0
         self._generation = 0
+        self._lock = asyncio.Lock()
+        self._refresh: asyncio.Task[None] | None = None
 
     async def get(self, site: str, device_id: str) -> DeviceRecord | None:
         found = await self.find(site=site, ids=[device_id])
@@ -77,31 +80,56 @@ class DeviceAdmin:
         return out[offset : offset + limit if limit is not None else None]
 
     async def _all(self) -> list[DeviceRecord]:
-        """Every device, read at most every ``cache_s`` (an estate's 6,160 rows cost tens of ms to
-        read; a request must not pay that). This process's own changes drop the copy at once."""
-        now = time.monotonic()
-        if self._cached is not None and now - self._cached_at < self.cache_s:
+        """Every device, kept for ``cache_s``: an estate's 6,160 rows cost tens of ms to read, which a
+        request must not pay. Once stale, the old copy is served while one task reads the new one
+        (and only one: a burst of requests must not each read the table). This process's own
+        changes drop the copy at once."""
+        if not self.cache_s:
+            return await self._read()
+        fresh = self._cached is not None and time.monotonic() - self._cached_at < self.cache_s
+        if fresh and self._cached is not None:
             return self._cached
+        if self._cached is not None:
+            if self._refresh is None or self._refresh.done():
+                self._refresh = asyncio.create_task(self._reload(), name="device-cache")
+            return self._cached
+        async with self._lock:  # nothing to serve yet: the first caller reads, the rest wait for it
+            if self._cached is None:
+                await self._reload()
+            return self._cached if self._cached is not None else await self._read()
+
+    async def _reload(self) -> None:
         generation = self._generation
-        async with self.registry.session() as s:
-            q = select(DeviceRow, DeviceCredentialRow.username).outerjoin(
-                DeviceCredentialRow,
-                (DeviceCredentialRow.site_id == DeviceRow.site_id) & (DeviceCredentialRow.device_id == DeviceRow.id),
-            )
-            rows = (await s.execute(q.order_by(DeviceRow.site_id, DeviceRow.id))).all()
-            building_grid = {(b.site_id, b.id): b.grid_id for b in (await s.scalars(select(BuildingRow))).all()}
-            zone_grid = {(z.site_id, z.id): z.grid_id for z in (await s.scalars(select(ZoneRow))).all()}
-        records = [
-            DeviceRecord(
-                r.site_id, r.id, DeviceType(r.type), r.building_id, r.unit_id, r.floor, r.zone_id,
-                zone_grid.get((r.site_id, r.zone_id or "")) or building_grid.get((r.site_id, r.building_id or "")),
-                r.interval_s, r.vendor, r.label, r.enabled, username,
-            )
-            for r, username in rows
-        ]  # fmt: skip
+        started = time.monotonic()
+        records = await self._read()
         if generation == self._generation:  # no write of ours ran meanwhile: the copy is current
-            self._cached, self._cached_at = records, now
-        return records
+            self._cached, self._cached_at = records, started
+
+    async def _read(self) -> list[DeviceRecord]:
+        cred = DeviceCredentialRow
+        async with self.registry.session() as s:
+            rows = (
+                await s.execute(
+                    select(
+                        DeviceRow.site_id, DeviceRow.id, DeviceRow.type, DeviceRow.building_id, DeviceRow.unit_id,
+                        DeviceRow.floor, DeviceRow.zone_id, DeviceRow.interval_s, DeviceRow.vendor, DeviceRow.label,
+                        DeviceRow.enabled, cred.username,
+                    )
+                    .outerjoin(cred, (cred.site_id == DeviceRow.site_id) & (cred.device_id == DeviceRow.id))
+                    .order_by(DeviceRow.site_id, DeviceRow.id)
+                )
+            ).all()  # fmt: skip
+            building_grid = {(b, i): g for b, i, g in await s.execute(select(BuildingRow.site_id, BuildingRow.id,
+                                                                             BuildingRow.grid_id))}  # fmt: skip
+            zone_grid = {(z, i): g for z, i, g in await s.execute(select(ZoneRow.site_id, ZoneRow.id, ZoneRow.grid_id))}
+        return [
+            DeviceRecord(
+                site, did, DeviceType(kind), building, unit, floor, zone,
+                zone_grid.get((site, zone or "")) or building_grid.get((site, building or "")),
+                interval, vendor, label, enabled, username,
+            )
+            for site, did, kind, building, unit, floor, zone, interval, vendor, label, enabled, username in rows
+        ]  # fmt: skip
 
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncSession]:

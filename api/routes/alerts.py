@@ -110,17 +110,16 @@ async def list_alerts(
     states = tuple(sorted(set(alert_state))) if alert_state else None
     key = (site, states, rule, severity, tuple(grids) if grids is not None else None, building, since_ms, until_ms,
            limit, offset)  # fmt: skip
-    body = state.alert_lists.get(key)
-    if body is None:
-        generation = state.alert_lists.generation
+
+    async def compute() -> bytes:
         found, total = await state.alerts.search(
             site=site, states=states, rule=rule, severity=severity, grids=grids, building=building,
             since_ms=since_ms, until_ms=until_ms, limit=limit, offset=offset,
         )  # fmt: skip
         page = Page[AlertOut](items=[_out(v) for v in found], total=total, limit=limit, offset=offset)
-        body = page.model_dump_json().encode()
-        state.alert_lists.put(key, body, generation)
-    return Response(body, media_type="application/json")
+        return page.model_dump_json().encode()
+
+    return Response(await state.alert_lists.get_or_compute(key, compute), media_type="application/json")
 
 
 async def _alert(state: ApiState, caller: Principal, alert_id: int) -> AlertDetail:

@@ -124,3 +124,33 @@ async def test_the_stream_sends_changes_of_the_callers_grids_only(
         for task in streams:
             task.cancel()
         await asyncio.gather(*streams, return_exceptions=True)
+
+
+async def test_a_change_announced_on_the_broker_refreshes_the_lists(
+    api: RunningApi, tokens: Tokens, registry_url: str, broker: Broker
+) -> None:
+    """Lists are answered from memory; the rules service's change notice on MQTT drops them."""
+    await seed(registry_url)
+    async with api.client(tokens.worker_g01) as c:
+        assert (await c.get("/api/v1/alerts")).json()["total"] == 5
+        async with Registry(registry_url) as reg:
+            new = await AlertStore(reg).apply("opened", 20_000, snap("smk-new", last_ts=20_000))
+        assert new is not None
+        from tests.support.rules import Device
+
+        rules = Device(broker, "small", client_id="test-rules")
+        try:
+            rules.raw("estate/v1/small/alerts/g01/fire/change", {"action": "opened", **new.alert.as_json()})
+        finally:
+            rules.close()
+        totals: list[int] = []
+
+        async def fresh() -> bool:
+            totals.append((await c.get("/api/v1/alerts")).json()["total"])
+            return totals[-1] == 6
+
+        for _ in range(50):
+            if await fresh():
+                break
+            await asyncio.sleep(0.1)
+        assert totals[-1] == 6, totals

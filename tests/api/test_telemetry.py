@@ -6,14 +6,16 @@ import csv
 import io
 import time
 import urllib.parse
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from devices.estate import Estate
-from tests.support.api import RunningApi, Tokens
+from tests.support.api import RunningApi, Tokens, api_settings, running_api
 from tests.support.ingest import eventually
 from tests.support.pipeline import Factory, simulate
+from tests.support.rules import Device
 from tests.support.servers import Broker, InfluxServer
 
 RANGE = "/api/v1/telemetry/range"
@@ -168,3 +170,39 @@ async def test_http_ingest_goes_through_the_broker_and_says_what_it_rejected(
     stored = lambda: influxd.query(influx_db, "SELECT * FROM smoke_sensor WHERE device_id = 'smk-http-1'")  # noqa: E731
     assert await eventually(lambda: len(stored()) == 1, 20)
     assert stored()[0]["temp_c"] == 22.5
+
+
+async def test_latest_comes_from_the_stream_and_a_fresh_process_fills_from_influxdb(
+    api: RunningApi, tokens: Tokens, day: int, broker: Broker, influxd: InfluxServer, influx_db: str,
+    registry_url: str, tmp_path: Path,
+) -> None:  # fmt: skip
+    params = {"site": "small", "type": "smoke_sensor", "building": "b001"}
+    async with api.client(tokens.engineer) as c:
+        streamed = (await c.get(LATEST, params=params)).json()
+    fresh_settings = api_settings(broker, influxd.url, influx_db, registry_url, tmp_path, api_client_id="api-2")
+    async with running_api(fresh_settings) as fresh, fresh.client(tokens.engineer) as c:
+        filled = (await c.get(LATEST, params=params)).json()
+        assert filled == streamed, "a process started later answers the same, from InfluxDB"
+        assert len(filled["items"]) == filled["total"] > 0
+
+        now = int(time.time() * 1000)
+        device = Device(broker, "small", client_id="test-sensor")
+        try:
+            device.send("smoke_sensor", "smk-b001-u1-101", "telemetry", seq=10**6, ts=now, state="normal",
+                        smoke_obscuration_pct=0.3, temp_c=55.5, battery_pct=61.0, rssi_dbm=-66.0)  # fmt: skip
+        finally:
+            device.close()
+
+        async def newest(client: Any) -> dict[str, Any]:
+            body = (await client.get(LATEST, params={**params, "device_id": "smk-b001-u1-101"})).json()
+            item: dict[str, Any] = body["items"][0]
+            return item
+
+        for _ in range(50):
+            if (await newest(c))["ts"] == now:
+                break
+            await asyncio.sleep(0.1)
+        got = await newest(c)
+        assert got["ts"] == now and got["fields"]["temp_c"] == 55.5 and got["tags"]["building"] == "b001"
+    async with api.client(tokens.engineer) as c:
+        assert (await newest(c))["fields"]["temp_c"] == 55.5
