@@ -1,10 +1,11 @@
-"""Answers kept until the data under them changes: the alert lists, dropped at every alert change
-(the broker tells the API of each one, from the rules service and from people), with a time limit
-in case a change notice is lost while the broker connection is down."""
+"""Answers kept until the data under them changes: the alert lists, dropped when an alert they could
+contain changes (the broker tells the API of each change, from the rules service and from people),
+with a time limit in case a change notice is lost while the broker connection is down."""
 
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, cast
 
 
 class ChangeCache:
@@ -53,6 +54,32 @@ class ChangeCache:
         self.put(key, body, generation)
         return body
 
-    def changed(self) -> None:
+    def changed(self, affects: Callable[[Hashable], bool] | None = None) -> None:
+        """Drop the answers ``affects`` says a change touches (all of them without it)."""
         self.generation += 1
-        self._entries.clear()
+        if affects is None:
+            self._entries.clear()
+            return
+        for key in [k for k in self._entries if affects(k)]:
+            del self._entries[key]
+
+
+def list_affected_by(doc: dict[str, Any] | None) -> Callable[[Hashable], bool] | None:
+    """Which cached alert lists one alert's change can touch; a list's key is (site, states, rule,
+    severity, grids, building, since, until, limit, offset). The alert's state, severity and time
+    may just have changed (a notice carries only the new ones), so those filters count as matching.
+    None (a notice may have been missed): every list."""
+    if doc is None:
+        return None
+
+    def affects(key: Hashable) -> bool:
+        k = cast(tuple[Any, ...], key)
+        site, rule, grids, building = k[0], k[2], k[4], k[5]
+        return (
+            site in (None, doc.get("site"))
+            and rule in (None, doc.get("rule"))
+            and (grids is None or doc.get("grid") in grids)
+            and building in (None, doc.get("building"))
+        )
+
+    return affects

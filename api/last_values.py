@@ -3,9 +3,9 @@ cache). "Latest readings" at hundreds of requests a second cannot be asked of In
 InfluxDB 1.6 alone fell behind at 200 of those queries a second on two cores); a device's latest
 reading changes only when it reports, and every report passes through the broker.
 
-A device this process has not heard from since it (re)connected is looked up in InfluxDB once;
-after that the stream keeps it current. A reading stamped further ahead than ``future_ms`` is not
-taken (a device with a wrong clock must not pin its "latest").
+A device this process has not heard from since it (re)connected is looked up in InfluxDB, once
+per time window asked for; after that the stream keeps it current. A reading stamped further ahead
+than ``future_ms`` is not taken (a device with a wrong clock must not pin its "latest").
 """
 
 import time
@@ -32,7 +32,11 @@ class LastValues:
     def __init__(self, future_ms: int = 300_000) -> None:
         self.future_ms = future_ms
         self._values: dict[Key, LastValue] = {}
-        self._known: set[Key] = set()  # in memory, or looked up and absent: InfluxDB need not be asked
+        self._epoch = 0  # bumped at every reconnect: values from before it may have been overtaken
+        self._value_epoch: dict[Key, int] = {}
+        # From when on the newest reading is certainly in memory (looked up back to there, or heard
+        # since): a device's newest reading since T needs InfluxDB only if T is earlier.
+        self._complete_from: dict[Key, int] = {}
 
     def on_message(self, topic: str, payload: bytes) -> None:
         try:
@@ -55,17 +59,29 @@ class LastValues:
         current = self._values.get(key)
         if current is None or value.ts >= current.ts:
             self._values[key] = value
+            self._value_epoch[key] = self._epoch
 
-    def unknown(self, keys: list[Key]) -> list[Key]:
-        return [k for k in keys if k not in self._known]
+    def unknown(self, keys: list[Key], since: int) -> list[Key]:
+        """Of ``keys``, those whose newest reading since ``since`` memory cannot tell."""
+        out = []
+        for k in keys:
+            value = self._values.get(k)
+            if value is not None and value.ts >= since and self._value_epoch.get(k) == self._epoch:
+                continue  # heard since connecting: anything newer would have come through the stream
+            if self._complete_from.get(k, since + 1) <= since:
+                continue  # looked up back to before ``since``: nothing there
+            out.append(k)
+        return out
 
-    def learned(self, keys: list[Key]) -> None:
-        """These were looked up in InfluxDB (found or not): from now on the stream keeps them."""
-        self._known.update(keys)
+    def learned(self, keys: list[Key], since: int) -> None:
+        """These were looked up in InfluxDB back to ``since`` (found or not)."""
+        for k in keys:
+            self._complete_from[k] = min(self._complete_from.get(k, since), since)
 
     def get(self, key: Key) -> LastValue | None:
         return self._values.get(key)
 
     def forget_known(self) -> None:
         """After a broker reconnect: readings may have passed unseen, so look each device up again."""
-        self._known.clear()
+        self._complete_from.clear()
+        self._epoch += 1

@@ -47,7 +47,7 @@ class ApiBroker:
         self._client: aiomqtt.Client | None = None
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._listeners: set[asyncio.Queue[dict[str, Any]]] = set()
-        self.on_alert_change: list[Callable[[], None]] = []
+        self.on_alert_change: list[Callable[[dict[str, Any] | None], None]] = []  # None: maybe missed some
         self.on_reconnect: list[Callable[[], None]] = []
         # Device telemetry for the last-value cache (QoS 0: a missed one is looked up in InfluxDB).
         self.on_telemetry: Callable[[str, bytes], None] | None = None
@@ -84,7 +84,9 @@ class ApiBroker:
                         await client.subscribe(TELEMETRY_FILTER, qos=0)
                     self._client, delay = client, 0.5
                     self.connected.set()
-                    for callback in (*self.on_alert_change, *self.on_reconnect):  # notices may have been missed
+                    for changed in self.on_alert_change:  # notices may have been missed while away
+                        changed(None)
+                    for callback in self.on_reconnect:
                         callback()
                     log.info("connected to the broker at %s:%d", self.target.host, self.target.port)
                     async for message in client.messages:
@@ -118,8 +120,8 @@ class ApiBroker:
                 if fut is not None and not fut.done():
                     fut.set_result(response)
             return
-        for callback in self.on_alert_change:
-            callback()
+        for changed in self.on_alert_change:
+            changed(doc)
         for queue in list(self._listeners):
             with contextlib.suppress(asyncio.QueueFull):  # a stalled stream client loses changes, not the API
                 queue.put_nowait(doc)

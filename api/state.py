@@ -1,5 +1,6 @@
 """What the API's lifespan owns: one of each client, built at start, closed at stop."""
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from api.auth import Authenticator
-from api.cache import ChangeCache
+from api.cache import ChangeCache, list_affected_by
 from api.last_values import LastValues
 from api.mqtt import ApiBroker
 from api.settings import ApiSettings
@@ -47,6 +48,7 @@ class ApiState:
     metrics: ApiMetrics
     alert_lists: ChangeCache
     last_values: LastValues
+    fill_lock: asyncio.Lock
 
 
 @contextlib.asynccontextmanager
@@ -62,7 +64,7 @@ async def open_state(settings: ApiSettings) -> AsyncIterator[ApiState]:
         broker.on_reconnect.append(last_values.forget_known)
         await stack.enter_async_context(broker)
         alert_lists = ChangeCache(settings.api_alert_cache_s)
-        broker.on_alert_change.append(alert_lists.changed)
+        broker.on_alert_change.append(lambda doc: alert_lists.changed(list_affected_by(doc)))
         yield ApiState(
             settings=settings,
             registry=registry,
@@ -75,4 +77,5 @@ async def open_state(settings: ApiSettings) -> AsyncIterator[ApiState]:
             metrics=ApiMetrics(),
             alert_lists=alert_lists,
             last_values=last_values,
+            fill_lock=asyncio.Lock(),
         )

@@ -8,6 +8,7 @@ answer shows up as latency instead of quietly lowering the rate.
 """
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -145,7 +146,8 @@ async def _measure(settings: Settings, stack: LocalStack, tmp: Path, rate: float
                    results: Results) -> None:  # fmt: skip
     estate = reference_estate()
     registry_url = f"sqlite+aiosqlite:///{tmp}/registry.db"
-    async with Registry(registry_url) as registry, Influx(settings.influx_url, settings.influx_database) as influx:
+    influx_db = Influx(settings.influx_url, settings.influx_database)
+    async with Registry(registry_url, pooled=True) as registry, influx_db as influx:
         await influx.create_database()
         await registry.load_estate(estate)
         results.devices = len(estate.devices)
@@ -181,7 +183,8 @@ async def _measure(settings: Settings, stack: LocalStack, tmp: Path, rate: float
                     pass
                 await asyncio.sleep(0.1)
             else:
-                raise RuntimeError(f"the API did not become ready; see {tmp / 'api.log'}")
+                tail = (tmp / "api.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"the API did not become ready:\n{tail}")
 
             async def get(path: str, token: str | None, params: Any = None) -> bool:
                 headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -244,7 +247,8 @@ async def _measure(settings: Settings, stack: LocalStack, tmp: Path, rate: float
             samples, errors = await _open_loop(rate, seconds, direct)
             results.timings["InfluxDB alone: the latest query (database floor)"] = _timing(samples, errors)
     finally:
-        proc.terminate()
+        with contextlib.suppress(ProcessLookupError):  # it may have died already: that is the error
+            proc.terminate()
         await asyncio.wait_for(proc.wait(), 15)
 
 

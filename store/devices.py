@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from devices.types import DeviceType
-from store.registry.db import Registry
+from store.registry.db import Registry, bump_devices_version, devices_version
 from store.registry.schema import BuildingRow, DeviceCredentialRow, DeviceRow, SiteRow, UnitRow, ZoneRow
 
 
@@ -47,6 +47,7 @@ class DeviceAdmin:
         self._cached: list[DeviceRecord] | None = None
         self._cached_at = 0.0
         self._generation = 0
+        self._version = -1
         self._lock = asyncio.Lock()
         self._refresh: asyncio.Task[None] | None = None
 
@@ -89,21 +90,33 @@ class DeviceAdmin:
         fresh = self._cached is not None and time.monotonic() - self._cached_at < self.cache_s
         if fresh and self._cached is not None:
             return self._cached
-        if self._cached is not None:
+        if self._cached is not None:  # served as it is while one task checks the version
             if self._refresh is None or self._refresh.done():
-                self._refresh = asyncio.create_task(self._reload(), name="device-cache")
+                self._refresh = asyncio.create_task(self._reload_if_changed(), name="device-cache")
             return self._cached
         async with self._lock:  # nothing to serve yet: the first caller reads, the rest wait for it
             if self._cached is None:
                 await self._reload()
             return self._cached if self._cached is not None else await self._read()
 
+    async def _reload_if_changed(self) -> None:
+        """Reading 6,160 rows holds the event loop for tens of ms: only when the version moved."""
+        started = time.monotonic()
+        async with self.registry.session() as s:
+            version = await devices_version(s)
+        if version == self._version:
+            self._cached_at = started
+            return
+        await self._reload()
+
     async def _reload(self) -> None:
         generation = self._generation
         started = time.monotonic()
+        async with self.registry.session() as s:
+            version = await devices_version(s)
         records = await self._read()
         if generation == self._generation:  # no write of ours ran meanwhile: the copy is current
-            self._cached, self._cached_at = records, started
+            self._cached, self._cached_at, self._version = records, started, version
 
     async def _read(self) -> list[DeviceRecord]:
         cred = DeviceCredentialRow
@@ -132,11 +145,13 @@ class DeviceAdmin:
         ]  # fmt: skip
 
     @contextlib.asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncSession]:
-        """A write transaction; the cached copy is dropped once it is over (committed or not)."""
+    async def _write(self, site: str) -> AsyncIterator[AsyncSession]:
+        """A write transaction that bumps the devices' version (other processes' copies notice);
+        this process's copy is dropped once it is over (committed or not)."""
         try:
             async with self.registry.session() as s, s.begin():
                 yield s
+                await bump_devices_version(s, site, "api")
         finally:
             self._generation += 1
             self._cached = None
@@ -156,7 +171,7 @@ class DeviceAdmin:
         label: str | None,
         username: str,
     ) -> DeviceRecord:
-        async with self._write() as s:
+        async with self._write(site) as s:
             if await s.get(SiteRow, site) is None:
                 raise DevicePlaceError(f"no site {site!r}")
             if building is not None and await s.get(BuildingRow, (site, building)) is None:
@@ -185,7 +200,7 @@ class DeviceAdmin:
         return found
 
     async def set_credentials(self, site: str, device_id: str, username: str, *, rotated: bool) -> None:
-        async with self._write() as s:
+        async with self._write(site) as s:
             row = await s.get(DeviceCredentialRow, (site, device_id))
             if row is None:
                 s.add(DeviceCredentialRow(site_id=site, device_id=device_id, username=username, created_ms=_now_ms()))
@@ -195,7 +210,7 @@ class DeviceAdmin:
     async def record_usernames(self, site: str, usernames: dict[str, str]) -> int:
         """Broker usernames of devices whose clients were made outside the API (the local stack's
         first dynsec file); those already recorded are left alone. Returns how many were new."""
-        async with self._write() as s:
+        async with self._write(site) as s:
             query = select(DeviceCredentialRow.device_id).where(DeviceCredentialRow.site_id == site)
             known = set((await s.scalars(query)).all())
             new = [(d, u) for d, u in usernames.items() if d not in known]
@@ -205,13 +220,13 @@ class DeviceAdmin:
         return len(new)
 
     async def set_enabled(self, site: str, device_id: str, enabled: bool) -> None:
-        async with self._write() as s:
+        async with self._write(site) as s:
             row = await s.get(DeviceRow, (site, device_id))
             if row is not None:
                 row.enabled = enabled
 
     async def delete(self, site: str, device_id: str) -> None:
-        async with self._write() as s:
+        async with self._write(site) as s:
             for table in (DeviceCredentialRow,):
                 row = await s.get(table, (site, device_id))
                 if row is not None:

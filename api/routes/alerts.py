@@ -15,6 +15,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from api.auth import check_grid, require
+from api.cache import list_affected_by
 from api.deps import Caller, State
 from api.errors import ApiError
 from api.models import ERRORS, Assign, Note, Page
@@ -166,8 +167,8 @@ async def get_alert(alert_id: AlertId, state: State, caller: Caller) -> AlertDet
 
 async def _announce(state: ApiState, view: AlertView, action: str) -> None:
     """People's actions reach the stream, the radios' apps and InfluxDB like the engine's changes."""
-    state.alert_lists.changed()  # this process's lists at once; the broker tells the others
     doc = {"action": action, **view.as_json()}
+    state.alert_lists.changed(list_affected_by(doc))  # this process at once; the broker tells the others
     with contextlib.suppress(BrokerError):  # committed already; the stream catches up on the next change
         await state.broker.publish(alerts_topic(view.site, view.grid, view.rule), json.dumps(doc).encode())
     try:

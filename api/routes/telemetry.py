@@ -87,7 +87,6 @@ def _bad(exc: QueryError) -> ApiError:
 
 
 READING_TAGS = {TAG_NAMES.get(t, t) for t in TAG_FIELDS}
-FILL_LOOKBACK_MS = 30 * 86_400_000  # how far back a device unheard since start is looked up, once
 
 
 def _device_tags(d: DeviceRecord) -> dict[str, str]:
@@ -108,14 +107,17 @@ async def _latest_from_memory(
 ) -> list[dict[str, Any]]:
     lvc = state.last_values
     keys = [(site, d.id) for d in page]
-    unknown = lvc.unknown(keys)
-    if unknown:  # not heard since this process (re)connected: InfluxDB once, then the stream
-        ids = tuple(d for _, d in unknown)
-        for series in (await state.influx.query(latest(name, Filter(site, ids), FILL_LOOKBACK_MS)))[0]:
-            for row in series.rows():
-                tags, fields = _split(row)
-                lvc.offer((site, series.tags.get("device_id", "")), LastValue(int(row["time"]), tags, fields))
-        lvc.learned(unknown)
+    if lvc.unknown(keys, since):
+        async with state.fill_lock:  # one look-up at a time, and for every device of the type at once:
+            if lvc.unknown(keys, since):  # a burst of pages then makes one query, not one each
+                of_type = [(site, d.id) for d in await state.devices.find(site=site, device_type=page[0].type)]
+                window_ms = int(time.time() * 1000) - since
+                for series in (await state.influx.query(latest(name, Filter(site), window_ms)))[0]:
+                    for row in series.rows():
+                        tags, fields = _split(row)
+                        key = (site, series.tags.get("device_id", ""))
+                        lvc.offer(key, LastValue(int(row["time"]), tags, fields))
+                lvc.learned(of_type, since)
     items = []
     for d in page:
         value = lvc.get((site, d.id))

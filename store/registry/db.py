@@ -1,17 +1,38 @@
 """The registry as an async context manager: ``async with Registry(url) as reg: ...``."""
 
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import delete, event, select
+from sqlalchemy import delete, event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from devices.estate import Estate
 from devices.types import DeviceType
-from store.registry.schema import Base, BuildingRow, DeviceRow, GridRow, SiteRow, UnitRow, ZoneRow
+from store.registry.schema import Base, BuildingRow, DeviceRow, EstateSettingRow, GridRow, SiteRow, UnitRow, ZoneRow
+
+# A version marker in estate_settings, bumped by every change of a site's devices, so readers that
+# keep the device list in memory can tell cheaply whether to read it again.
+DEVICES_VERSION_KEY = "devices"
+
+
+async def bump_devices_version(s: AsyncSession, site: str, actor: str) -> None:
+    row = await s.get(EstateSettingRow, (site, DEVICES_VERSION_KEY))
+    now = int(time.time() * 1000)
+    if row is None:
+        s.add(EstateSettingRow(site_id=site, key=DEVICES_VERSION_KEY, value={}, updated_ms=now, updated_by=actor))
+    else:
+        row.updated_ms, row.updated_by = max(now, row.updated_ms + 1), actor
+
+
+async def devices_version(s: AsyncSession) -> int:
+    found = await s.scalar(
+        select(func.max(EstateSettingRow.updated_ms)).where(EstateSettingRow.key == DEVICES_VERSION_KEY)
+    )
+    return int(found or 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +192,8 @@ class Registry:
                     updated += 1
                 else:
                     unchanged += 1
+            if added or updated:
+                await bump_devices_version(s, site.id, "registry init")
         return LoadReport(site.id, added, updated, unchanged, len(existing))
 
     async def devices(self, *, site: str | None = None, device_type: DeviceType | None = None) -> list[DeviceInfo]:
