@@ -1,5 +1,6 @@
 """The FastAPI application: ``create_app(settings)``; the lifespan owns every client."""
 
+import gc
 import json
 import logging
 import time
@@ -77,6 +78,10 @@ def create_app(settings: ApiSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_state(settings) as state:
             app.state.api = state
+            # What start-up built lives as long as the process: keep the collector's full passes from
+            # walking it again and again (each one a pause for every request in flight).
+            gc.collect()
+            gc.freeze()
             yield
 
     app = FastAPI(
