@@ -50,6 +50,7 @@ def ingest_env(
         "ESTATEWATCH_INGEST_CLIENT_ID": client_id,
         "ESTATEWATCH_INGEST_METRICS_PORT": str(free_port()),
         "ESTATEWATCH_INGEST_COMPLETENESS_S": "0",
+        "ESTATEWATCH_INGEST_STATS_S": "0",  # tests that want ingest_stats ask for it
         "ESTATEWATCH_LOG_FORMAT": "text",
         **extra,
     }
