@@ -121,8 +121,15 @@ def test_bad_inputs_are_rejected_and_good_ones_around_them_stored(
         time.sleep(0.2)
     assert sorted(int(r["seq"]) for r in rows) == list(range(1, good + 1))  # type: ignore[call-overload]
     assert all(r["power_w"] == 20.0 + int(r["seq"]) for r in rows)  # type: ignore[call-overload]
-    stored = influxd.query(influx_db, "SELECT count(payload_bytes) FROM ingest_rejects GROUP BY reason")
-    assert {r["reason"]: r["count"] for r in stored} == expected
+    def stored_rejects() -> dict[object, object]:
+        rows = influxd.query(influx_db, "SELECT count(payload_bytes) FROM ingest_rejects GROUP BY reason")
+        return {r["reason"]: r["count"] for r in rows}
+
+    # The dead letter goes out at once, the InfluxDB copy with the next batch: wait for it.
+    deadline = time.monotonic() + 10
+    while stored_rejects() != expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert stored_rejects() == expected
     assert worker.healthy() and worker.proc is not None and worker.proc.poll() is None
 
 
