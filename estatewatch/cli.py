@@ -261,8 +261,9 @@ def simulate(
         record=record,
         device_passwords=_device_passwords(device_credentials, estate.site.id, chosen),
     )
+    who = "each device as itself" if options.device_passwords is not None else f"as {options.mqtt.username}"
     click.echo(
-        f"sim: {len(chosen)} devices of {estate.site.id} -> {options.mqtt.url()} "
+        f"sim: {len(chosen)} devices of {estate.site.id} -> {options.mqtt.host}:{options.mqtt.port} ({who}) "
         f"in {processes} process(es); Ctrl-C stops",
         err=True,
     )

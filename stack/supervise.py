@@ -110,11 +110,12 @@ def run_everything(settings: Settings, *, simulate: bool, sim_args: list[str]) -
             children.append(
                 _start("simulator", ["simulate", *own, *sim_args], local.service_env("simulator"), logs, echo=True)
             )
+        api = f"http://127.0.0.1:{os.environ.get('ESTATEWATCH_API_PORT', '8080')}"
         print(
             f"\nmosquitto  {settings.mqtt.host}:{settings.mqtt.port}   credentials: {local.credentials_file}"
             f"\ninfluxdb   {settings.influx_url}   database: {settings.influx_database}"
             f"\nregistry   {settings.db_url}"
-            f"\napi        http://127.0.0.1:8080/api/v1/docs   grid workers' page: http://127.0.0.1:8080/page"
+            f"\napi        {api}/api/v1/docs   grid workers' page: {api}/page"
             f"\n           admin token (keep it secret): {token_file}"
             f"\nservice environment: estatewatch stack status --env ingest"
             f"\nCtrl-C stops everything.\n",
