@@ -43,10 +43,6 @@ def require(p: Principal, *roles: Role) -> None:
         raise ApiError(403, f"a {p.role.value} token may not do this (needs {allowed})", code="forbidden")
 
 
-def reads_everything(p: Principal) -> bool:
-    return p.role in (Role.ADMIN, Role.ENGINEER)
-
-
 def check_grid(p: Principal, grid: str | None) -> None:
     """Grid workers see only their grids; others see all."""
     if p.role is Role.GRID_WORKER and grid not in p.grids:

@@ -13,10 +13,11 @@ from api.auth import require
 from api.deps import Caller, State
 from api.errors import ApiError
 from api.models import ERRORS
+from api.state import ApiState
 from devices.estate import Grid, Id, Shift
 from store.estate_settings import RULES_KEY
 from store.registry.schema import BuildingRow, SiteRow, UnitRow, ZoneRow
-from store.tokens import Role
+from store.tokens import Principal, Role
 
 router = APIRouter(prefix="/sites", tags=["estate"], responses=ERRORS)
 Plate = Annotated[str, StringConstraints(min_length=5, max_length=12, pattern=r"^[^\s;'\"\\]+$")]
@@ -177,7 +178,7 @@ async def set_roster(site: Id, grid: Id, body: RosterIn, state: State, caller: C
     return GridOut.of(found)
 
 
-async def _layer(state: Any, site: str) -> tuple[dict[str, Any], int | None, str | None]:
+async def _layer(state: ApiState, site: str) -> tuple[dict[str, Any], int | None, str | None]:
     found = await state.estate.get(site, RULES_KEY)
     return (dict(found.value), found.updated_ms, found.updated_by) if found else ({}, None, None)
 
@@ -193,7 +194,7 @@ def _settings_out(layer: dict[str, Any], updated_ms: int | None, updated_by: str
     )
 
 
-async def _site_exists(state: Any, site: str) -> None:
+async def _site_exists(state: ApiState, site: str) -> None:
     async with state.registry.session() as s:
         if await s.get(SiteRow, site) is None:
             raise ApiError(404, f"no site {site!r}")
@@ -206,7 +207,9 @@ async def get_rules_settings(site: Id, state: State, caller: Caller) -> RulesSet
     return _settings_out(*await _layer(state, site))
 
 
-async def _update(state: Any, caller: Any, site: str, path: tuple[str, ...], value: Any) -> RulesSettingsOut:
+async def _update(
+    state: ApiState, caller: Principal, site: str, path: tuple[str, ...], value: Any
+) -> RulesSettingsOut:
     require(caller, Role.ADMIN, Role.ENGINEER)
     await _site_exists(state, site)
     layer, _, _ = await _layer(state, site)
