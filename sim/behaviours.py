@@ -57,9 +57,11 @@ class Behaviour:
         self.fleet = fleet
         self.tz: ZoneInfo = estate.site.tz
         self.silent = False
+        # Plays another hour's rhythm (the load tests' evening peak at noon) with real timestamps.
+        self.rhythm_shift_ms = 0
 
     def hour(self, now_ms: int) -> float:
-        return rhythm.local_hour(now_ms, self.tz)
+        return rhythm.local_hour(now_ms + self.rhythm_shift_ms, self.tz)
 
     def event_rate(self, now_ms: int) -> float:
         return self.base_event_rate_s

@@ -28,6 +28,7 @@ from devices.topics import device_topic
 from devices.types import Channel
 from sim.behaviours import Behaviour, Emission, Fleet, behaviour_for
 from sim.incidents import Incident, inject
+from sim.schedule import next_event_gap_ms, telemetry_interval_ms
 from store.dynsec import device_username
 from store.mqtt import connect
 from store.settings import MqttTarget
@@ -299,15 +300,12 @@ class Simulator:
         heapq.heappush(self._heap, (due_ms, next(self._counter), kind, index, emission))
 
     def _telemetry_interval_ms(self, dev: SimulatedDevice) -> int:
-        return max(1, int(dev.device.reporting_interval_s * 1000 / self.options.rate_scale))
+        return telemetry_interval_ms(dev.device, self.options.rate_scale)
 
     def _next_event(self, index: int, now_ms: int) -> None:
-        behaviour = self._devices[index].behaviour
-        rate = behaviour.event_rate(now_ms) * self.options.rate_scale
-        if rate > 0:
-            gap_ms = int(behaviour.rng.expovariate(rate) * 1000)
-            # A quiet hour should not push the next event past the busy one after it.
-            self._push(now_ms + min(gap_ms, 3_600_000), _EVENT, index)
+        gap_ms = next_event_gap_ms(self._devices[index].behaviour, now_ms, self.options.rate_scale)
+        if gap_ms is not None:
+            self._push(now_ms + gap_ms, _EVENT, index)
 
     def _emit(self, index: int, now_ms: int, emissions: list[Emission]) -> None:
         dev = self._devices[index]

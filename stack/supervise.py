@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +43,10 @@ class Child:
     log: Path
 
 
-def _start(name: str, args: list[str], env: dict[str, str], logs: Path, echo: bool = False) -> Child:
+def start_child(
+    name: str, args: list[str], env: dict[str, str], logs: Path, echo: bool = False, quiet: bool = False
+) -> Child:
+    """``python -m estatewatch ARGS`` in its own session, its output in ``logs/NAME.log`` (or the terminal)."""
     log = logs / f"{name}.log"
     out = None if echo else log.open("ab")
     proc = subprocess.Popen(
@@ -55,7 +59,7 @@ def _start(name: str, args: list[str], env: dict[str, str], logs: Path, echo: bo
     return Child(name, proc, log)
 
 
-def _stop(children: list[Child]) -> None:
+def stop_children(children: list[Child], say: Callable[[str], None] = print) -> None:
     for child in reversed(children):
         if child.proc.poll() is None:
             child.proc.send_signal(signal.SIGTERM)
@@ -66,7 +70,37 @@ def _stop(children: list[Child]) -> None:
         except subprocess.TimeoutExpired:
             child.proc.kill()
             child.proc.wait()
-        print(f"stopped {child.name} (exit {child.proc.returncode})", flush=True)
+        say(f"stopped {child.name} (exit {child.proc.returncode})")
+
+
+def prepare_registry(local: LocalStack) -> int:
+    """The estate and its devices' broker usernames in the registry, and a first admin token; an exit code."""
+    env = {**os.environ, **local.service_env("api")}
+    init = subprocess.run(
+        [sys.executable, "-m", "estatewatch", "registry", "init",
+         "--device-credentials", str(local.device_credentials_file)],
+        env=env, check=False,
+    )  # fmt: skip
+    if init.returncode != 0:
+        return init.returncode
+    token_file = local.root / "admin.token"
+    if token_file.exists():
+        return 0
+    made = subprocess.run(
+        [sys.executable, "-m", "estatewatch", "tokens", "create", "--role", "admin",
+         "--name", "first admin (make up)", "--out", str(token_file)],
+        env=env, check=False, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    return made.returncode
+
+
+def start_services(local: LocalStack, logs: Path, env: dict[str, dict[str, str]] | None = None) -> list[Child]:
+    """Every available platform service against ``local``; ``env`` adds settings per service name."""
+    children = []
+    for name, user, _, args in available_services():
+        extra = (env or {}).get(name, {})
+        children.append(start_child(name, [name, *args], {**local.service_env(user), **extra}, logs))
+    return children
 
 
 def run_everything(settings: Settings, *, simulate: bool, sim_args: list[str]) -> int:
@@ -82,33 +116,18 @@ def run_everything(settings: Settings, *, simulate: bool, sim_args: list[str]) -
 
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
-        init = subprocess.run(
-            [sys.executable, "-m", "estatewatch", "registry", "init",
-             "--device-credentials", str(local.device_credentials_file)],
-            env={**os.environ, **local.service_env("api")},
-            check=False,
-        )
-        if init.returncode != 0:
-            return init.returncode
+        prepared = prepare_registry(local)
+        if prepared != 0:
+            return prepared
         token_file = local.root / "admin.token"
-        if not token_file.exists():
-            made = subprocess.run(
-                [sys.executable, "-m", "estatewatch", "tokens", "create", "--role", "admin",
-                 "--name", "first admin (make up)", "--out", str(token_file)],
-                env={**os.environ, **local.service_env("api")},
-                check=False,
-                stdout=subprocess.DEVNULL,
-            )  # fmt: skip
-            if made.returncode != 0:
-                return made.returncode
-        for name, user, _, args in available_services():
-            children.append(_start(name, [name, *args], local.service_env(user), logs))
-            print(f"{name:10} pid {children[-1].proc.pid:<7} started (log {children[-1].log})", flush=True)
+        children += start_services(local, logs)
+        for child in children:
+            print(f"{child.name:10} pid {child.proc.pid:<7} started (log {child.log})", flush=True)
         if simulate:
             # Each device as itself, with the broker client the stack made for it (as a real one would).
             own = ["--device-credentials", str(local.device_credentials_file)] if local.device_credentials() else []
             children.append(
-                _start("simulator", ["simulate", *own, *sim_args], local.service_env("simulator"), logs, echo=True)
+                start_child("simulator", ["simulate", *own, *sim_args], local.service_env("simulator"), logs, echo=True)
             )
         api = f"http://127.0.0.1:{os.environ.get('ESTATEWATCH_API_PORT', '8080')}"
         print(
@@ -123,11 +142,11 @@ def run_everything(settings: Settings, *, simulate: bool, sim_args: list[str]) -
         )
         while True:
             for child in children:
-                code = child.proc.poll()
-                if code is not None:
+                exited = child.proc.poll()
+                if exited is not None:
                     where = "" if child.name == "simulator" else f"; see {child.log}"
-                    print(f"{child.name} exited with {code}{where}", flush=True)
-                    return code
+                    print(f"{child.name} exited with {exited}{where}", flush=True)
+                    return exited
             time.sleep(0.5)
     except KeyboardInterrupt:
         print("\nstopping...", flush=True)
@@ -135,6 +154,6 @@ def run_everything(settings: Settings, *, simulate: bool, sim_args: list[str]) -
     finally:
         signal.signal(signal.SIGTERM, previous)
         with contextlib.suppress(KeyboardInterrupt):
-            _stop(children)
+            stop_children(children, lambda line: print(line, flush=True))
             for line in local.down():
                 print(line, flush=True)
