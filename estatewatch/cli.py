@@ -18,10 +18,12 @@ from devices.types import DeviceType
 from estatewatch.options import all_settings, setting, settings_from
 from grafana.settings import GrafanaSettings
 from ingest.config import IngestSettings
+from load.settings import LoadSettings
 from rules.settings import RulesSettings
 from sim.behaviours import sample_devices
 from sim.incidents import Incident, IncidentError, IncidentKind
 from stack.procs import StackError
+from store.influx import InfluxError
 from store.logs import setup_logging
 from store.registry.db import Registry
 from store.settings import Settings, parse_mqtt_url
@@ -686,3 +688,69 @@ def bench_ingest(messages: int, latency_seconds: float, workers: int, json_out: 
     click.echo(report(results))
     if json_out:
         save(results, json_out)
+
+
+# -- load --------------------------------------------------------------------------------------
+
+
+@main.group()
+def load() -> None:
+    """Locust at the full device count against a platform of its own, then a check of every reading."""
+
+
+def _load_flags(f: Any) -> Any:
+    for field in reversed([k for k in LoadSettings.model_fields if k.startswith("load_")]):
+        f = setting(field, LoadSettings)(f)
+    return f
+
+
+@load.command("run")
+@click.argument("scenarios", nargs=-1, metavar="[SCENARIO]...")
+@_load_flags
+@setting("estate_file")
+def load_run(scenarios: tuple[str, ...], **values: Any) -> None:
+    """Run scenarios (normal, peak, storm, stepup; default all, in that order), each on a fresh stack in
+    its own folder under the results folder: Locust's HTML and CSV reports, CPU and memory, the
+    verifier's verdict, plots. Exits 1 when an acknowledged reading is missing or duplicated."""
+    from load.run import LoadError, run_scenarios
+    from load.scenarios import ALL
+
+    settings = settings_from(values, LoadSettings)
+    try:
+        outcomes = run_scenarios(settings, list(scenarios or ALL), lambda line: click.echo(line, err=True))
+    except (LoadError, StackError, EstateError) as exc:
+        _fail(str(exc))
+    click.echo("\n".join(f"{o.scenario:8} {'PASS' if o.ok else 'FAIL'}  {o.folder}" for o in outcomes))
+    if not all(o.ok for o in outcomes):
+        sys.exit(1)
+
+
+@load.command("verify")
+@click.argument("folder", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@setting("influx_url")
+@setting("influx_database")
+def load_verify(folder: Path, **values: Any) -> None:
+    """Check a run folder's ledgers against an InfluxDB (the run's own is gone once it ends: point
+    --influx-url at one that holds the data). Exits 1 on a missing or duplicated reading."""
+    from load.verify import verify_sync
+
+    settings = settings_from(values, Settings)
+    try:
+        verdict = verify_sync(folder, settings.influx_url, settings.influx_database, lambda s: click.echo(s, err=True))
+    except (FileNotFoundError, ValueError, InfluxError) as exc:
+        _fail(str(exc))
+    click.echo(json.dumps(verdict.to_json(), indent=1))
+    if not verdict.ok:
+        sys.exit(1)
+
+
+@load.command("plot")
+@click.argument("folders", nargs=-1, type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None, help="write the PNGs here")
+def load_plot(folders: tuple[Path, ...], out: Path | None) -> None:
+    """PNG plots (messages per second, publish-to-queryable latency) of run folders."""
+    from load.plots import plot_run
+
+    for folder in folders:
+        for png in plot_run(folder, out):
+            click.echo(str(png))

@@ -1,0 +1,227 @@
+"""One device of the load test: its clock (what it says when) and its MQTT link (paho).
+
+Written as plain blocking code: under Locust, gevent's monkey-patching turns paho's network thread
+and the sleeps into greenlets, so one process carries thousands of devices. paho is the client here
+because Locust is gevent, not asyncio (gmqtt and aiomqtt need an asyncio loop), and paho's threads
+are what gevent patches; it measured ~44k msg/s to a subscriber on this machine class, far above what
+one device publishes.
+"""
+
+import heapq
+import itertools
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from devices.estate import Device
+from devices.topics import device_topic
+from devices.types import Channel
+from load.ledger import DeviceRecord
+from sim.behaviours import Behaviour, Emission
+from sim.schedule import next_event_gap_ms, telemetry_interval_ms
+
+log = logging.getLogger("estatewatch.load")
+SESSION_EXPIRY_S = 600
+# A storm's reconnects land within this many seconds of the broker's return (paho doubles its delay).
+RECONNECT_MAX_S = 8
+_TELEMETRY, _EVENT, _DEFERRED = 0, 1, 2
+
+
+class DeviceClock:
+    """A device's schedule: telemetry at its interval, events at its rhythm's rate, deferred parts.
+
+    ``rate`` is the scenario's multiplier for this device now; when it changes (a step-up step),
+    ``retime`` moves the pending telemetry to the new interval and redraws the next event (a
+    Poisson process forgets its past, so redrawing from now is exact).
+    """
+
+    def __init__(self, behaviour: Behaviour, rate: Callable[[], float]) -> None:
+        self.behaviour = behaviour
+        self.rate = rate
+        self._heap: list[tuple[int, int, int, int, Emission | None]] = []
+        self._counter = itertools.count()
+        self._generation = 0  # telemetry and event entries of older generations are stale
+        self._scale = 1.0
+
+    def start(self, now_ms: int) -> None:
+        self._scale = self.rate()
+        interval = telemetry_interval_ms(self.behaviour.device, self._scale)
+        self._push(now_ms + self.behaviour.rng.randrange(interval), _TELEMETRY)
+        self._next_event(now_ms)
+
+    def retime(self, now_ms: int) -> None:
+        scale = self.rate()
+        if scale == self._scale:
+            return
+        pending = next((e for e in self._heap if e[2] == _TELEMETRY and e[3] == self._generation), None)
+        old, self._scale = self._scale, scale
+        self._generation += 1
+        remaining = max(0, pending[0] - now_ms) if pending else 0
+        self._push(now_ms + int(remaining * old / scale), _TELEMETRY)
+        self._next_event(now_ms)
+
+    def next_ms(self) -> int:
+        return self._heap[0][0]
+
+    def due(self, now_ms: int) -> dict[Channel, list[dict[str, Any]]]:
+        """What is due by ``now_ms``, by channel (readings of one instant go out as one message)."""
+        out: dict[Channel, list[dict[str, Any]]] = {}
+        while self._heap and self._heap[0][0] <= now_ms:
+            due, _, kind, generation, emission = heapq.heappop(self._heap)
+            if kind != _DEFERRED and generation != self._generation:
+                continue
+            if kind == _TELEMETRY:
+                emissions = self.behaviour.telemetry(due)
+                self._push(due + telemetry_interval_ms(self.behaviour.device, self._scale), _TELEMETRY)
+            elif kind == _EVENT:
+                emissions = self.behaviour.events(due)
+                self._next_event(due)
+            else:
+                emissions = [emission] if emission is not None else []
+            for delay, channel, obj in emissions:
+                if delay <= 0:
+                    out.setdefault(channel, []).append(obj)
+                else:
+                    self._push(due + delay, _DEFERRED, (0, channel, obj))
+        return out
+
+    def _push(self, due_ms: int, kind: int, emission: Emission | None = None) -> None:
+        heapq.heappush(self._heap, (due_ms, next(self._counter), kind, self._generation, emission))
+
+    def _next_event(self, now_ms: int) -> None:
+        gap = next_event_gap_ms(self.behaviour, now_ms, self._scale)
+        if gap is not None:
+            self._push(now_ms + gap, _EVENT)
+
+
+@dataclass
+class Acked:
+    """A PUBACK for one message: what it was and how long the broker took."""
+
+    name: str
+    seqs: list[int]
+    latency_ms: float
+    size: int
+    refused: str | None  # the broker's failure reason, if it refused the message
+
+
+class DeviceLink:
+    """One device's broker connection: publishes at QoS 1 and records what the broker acknowledged."""
+
+    def __init__(
+        self,
+        device: Device,
+        site: str,
+        host: str,
+        port: int,
+        username: str,
+        password: str,
+        on_ack: Callable[[Acked], None] = lambda a: None,
+    ) -> None:
+        self.device = device
+        self.record = DeviceRecord(device.type.value)
+        self.on_ack = on_ack
+        self.seq = 0
+        self.topics = {ch: device_topic(site, device.type, device.id, ch) for ch in Channel}
+        self._pending: dict[int, tuple[str, list[int], float, int]] = {}
+        self._early: dict[int, tuple[str | None, float]] = {}
+        self._statuses: set[int] = set()
+        self._lock = threading.Lock()
+        self.session_ts = int(time.time() * 1000)
+        self.connected = threading.Event()
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=username, protocol=paho.MQTTv5)
+        client.username_pw_set(username, password)
+        client.will_set(self.topics[Channel.STATUS], self._status("offline"), qos=1, retain=True)
+        client.reconnect_delay_set(1, RECONNECT_MAX_S)
+        client.on_connect = self._connected
+        client.on_disconnect = self._disconnected
+        client.on_publish = self._published
+        self._host, self._port = host, port
+        self.client = client
+
+    def _status(self, state: str) -> bytes:
+        # Online and offline carry the session's start: one point in InfluxDB, the last delivered wins.
+        return json.dumps({"state": state, "ts": self.session_ts}, separators=(",", ":")).encode()
+
+    def start(self) -> None:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        self.client.connect_async(self._host, self._port, keepalive=60, properties=props)
+        self.client.loop_start()
+
+    def _connected(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            log.warning("%s: connection refused: %s", self.device.id, reason)
+            return
+        self.record.connects.append(time.time())
+        self.connected.set()
+        # On paho's network thread: its PUBACK cannot be handled before this returns.
+        info = client.publish(self.topics[Channel.STATUS], self._status("online"), qos=1, retain=True)
+        with self._lock:
+            self._statuses.add(info.mid)
+
+    def _disconnected(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self.connected.clear()
+
+    def publish(self, channel: Channel, objs: list[dict[str, Any]]) -> None:
+        seqs = []
+        for obj in objs:
+            self.seq += 1
+            obj["seq"] = self.seq
+            seqs.append(self.seq)
+        payload = objs[0] if len(objs) == 1 else objs
+        raw = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        name = f"{self.device.type.value} {channel.value}"
+        started = time.perf_counter()
+        # Not under self._lock: paho calls on_publish holding its own message lock (lock order).
+        info = self.client.publish(self.topics[channel], raw, qos=1)
+        if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):  # NO_CONN: sent after reconnecting
+            # paho's queue refused it (a packet id still in use): dropped, as a full device would.
+            self.record.refused.update(seqs)
+            self.on_ack(Acked(name, seqs, 0.0, len(raw), f"not queued: {paho.error_string(info.rc)}"))
+            return
+        with self._lock:
+            early = self._early.pop(info.mid, None)
+            if early is None:
+                self._pending[info.mid] = (name, seqs, started, len(raw))
+                return
+        self._settle(name, seqs, started, len(raw), *early)
+
+    def _published(self, client: paho.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        refused = str(reason) if reason.is_failure else None
+        with self._lock:
+            if mid in self._statuses:
+                self._statuses.discard(mid)
+                return
+            pending = self._pending.pop(mid, None)
+            if pending is None:  # acknowledged before publish() returned (another thread's PUBACK)
+                self._early[mid] = (refused, time.perf_counter())
+                return
+        self._settle(*pending, refused, time.perf_counter())
+
+    def _settle(self, name: str, seqs: list[int], started: float, size: int, refused: str | None, at: float) -> None:
+        (self.record.refused if refused else self.record.acked).update(seqs)
+        self.on_ack(Acked(name, seqs, (at - started) * 1000, size, refused))
+
+    def outstanding(self) -> int:
+        return len(self._pending)
+
+    def close(self) -> None:
+        """Leave (the will announces the device offline); what was never acknowledged is recorded as such."""
+        with self._lock:
+            for _, seqs, _, _ in self._pending.values():
+                self.record.unacked.update(seqs)
+            self._pending.clear()
+        # Reason 0x04: disconnect with will message.
+        self.client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, identifier=4))
+        self.client.loop_stop()

@@ -1,0 +1,569 @@
+"""``estatewatch load run``: a whole platform of its own, Locust against it, then the verdict.
+
+For each scenario, in a fresh run folder under the results folder:
+1. the estate (or the first N of its devices) plus a probe device, written as the run's estate;
+2. a private stack: Mosquitto with a dynsec client per device, influxd, the registry, ingest, rules
+   and the API (free ports; nothing shared with ``make up``);
+3. Locust, headless, ``--processes`` workers, HTML and CSV reports; CPU and memory of every
+   server sampled each second; the reconnect storm restarts the broker mid-run;
+4. the wait for ingest to store what was acknowledged, then the verifier, the plots, a summary.
+The run fails (exit 1) when an acknowledged reading is missing or stored twice.
+"""
+
+import asyncio
+import contextlib
+import csv
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.procstat import sample
+from devices.estate import Device, Estate, dump_estate, load_estate
+from devices.types import DeviceType
+from load.ledger import Ledger
+from load.plan import RunPlan
+from load.scenarios import SCENARIOS, Scenario
+from load.settings import LoadSettings
+from load.verify import Verdict, percentile, verify
+from stack.local import LocalStack
+from stack.procs import StackError, free_port
+from stack.supervise import Child, prepare_registry, start_services, stop_children
+from store.influx import Influx, quote_literal
+from store.registry.db import Registry
+from store.tokens import Role, TokenStore
+
+Say = Callable[[str], None]
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+PROBE_ID = "load-probe"
+
+
+class LoadError(RuntimeError):
+    """The load run could not be carried out; the message says why."""
+
+
+@dataclass
+class Outcome:
+    scenario: str
+    folder: Path
+    verdict: Verdict
+    locust_exit: int
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict.ok
+
+
+def load_estate_for_run(settings: LoadSettings) -> Estate:
+    """The estate to play: all of it, or ``load_devices`` of it spread over the types, plus the probe."""
+    estate = load_estate(settings.estate_file)
+    devices = estate.devices
+    if settings.load_devices is not None and settings.load_devices < len(devices):
+        by_type: dict[DeviceType, list[Device]] = {}
+        for d in devices:
+            by_type.setdefault(d.type, []).append(d)
+        picked: list[Device] = []
+        while len(picked) < settings.load_devices:  # round robin: every type present
+            for group in by_type.values():
+                if group and len(picked) < settings.load_devices:
+                    picked.append(group.pop(0))
+        devices = picked
+    probe = Device(id=PROBE_ID, type=DeviceType.POWER_METER, label="load test latency probe")
+    return estate.model_copy(update={"devices": [*devices, probe]})
+
+
+def _private(settings: LoadSettings, folder: Path, estate_file: Path) -> LoadSettings:
+    influx_port = free_port()
+    while not _free(influx_port + 2):  # influxd's RPC port
+        influx_port = free_port()
+    return settings.model_copy(
+        update={
+            "run_dir": folder / "stack",
+            "mqtt_url": f"mqtt://127.0.0.1:{free_port()}",
+            "influx_url": f"http://127.0.0.1:{influx_port}",
+            "influx_database": "estate",
+            "db_url": f"sqlite+aiosqlite:///{folder / 'stack' / 'registry.db'}",
+            "estate_file": estate_file,
+        }
+    )
+
+
+def _free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+async def _tokens(db_url: str, estate: Estate, engineers: int) -> tuple[str | None, dict[str, str]]:
+    async with Registry(db_url) as registry:
+        store = TokenStore(registry)
+        engineer = (await store.create(Role.ENGINEER, "load: engineers"))[0] if engineers else None
+        grids = {g.id: (await store.create(Role.GRID_WORKER, f"load: {g.id}", grids=[g.id]))[0] for g in estate.grids}
+    return engineer, grids
+
+
+def _wait_http(url: str, what: str, timeout_s: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(urllib.error.URLError, OSError), urllib.request.urlopen(url, timeout=2) as r:
+            if r.status == 200:
+                return
+        time.sleep(0.3)
+    raise LoadError(f"{what} not ready at {url} after {timeout_s:.0f} s")
+
+
+class ProcessSampler:
+    """CPU and memory of the named processes, once a second, to ``procstat.csv``."""
+
+    def __init__(self, path: Path, pids: Callable[[], dict[str, list[int]]]) -> None:
+        self.path = path
+        self.pids = pids
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="procstat", daemon=True)
+
+    def __enter__(self) -> "ProcessSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        last: dict[int, tuple[float, float]] = {}
+        with self.path.open("w", newline="") as f:
+            out = csv.writer(f)
+            out.writerow(["t", "process", "cpu_pct", "rss_mb"])
+            while not self._stop.wait(1.0):
+                now = time.time()
+                for name, pids in self.pids().items():
+                    cpu_pct = rss = 0.0
+                    for pid in pids:
+                        try:
+                            s = sample(pid)
+                        except (OSError, IndexError, ValueError):
+                            continue
+                        before = last.get(pid)
+                        last[pid] = (now, s.cpu_s)
+                        if before is not None:
+                            cpu_pct += 100 * (s.cpu_s - before[1]) / max(1e-6, now - before[0])
+                        rss += s.rss_mb
+                    out.writerow([round(now, 1), name, round(cpu_pct, 1), round(rss, 1)])
+                f.flush()
+
+
+def _children_of(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+class LoadRun:
+    def __init__(self, settings: LoadSettings, scenario: Scenario, say: Say) -> None:
+        self.settings = settings
+        self.scenario = scenario.scaled(settings.load_duration_s)
+        self.say = say
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.folder = (settings.load_results_dir / f"{stamp}-{scenario.name}").resolve()
+        self.events: dict[str, float] = {}
+
+    # -- the platform ---------------------------------------------------------------------------
+    def _prepare(self) -> tuple[LoadSettings, LocalStack, Estate]:
+        self.folder.mkdir(parents=True, exist_ok=False)
+        estate = load_estate_for_run(self.settings)
+        estate_file = self.folder / "estate.yaml"
+        estate_file.write_text(dump_estate(estate), encoding="utf-8")
+        private = _private(self.settings, self.folder, estate_file)
+        return private, LocalStack(private), estate
+
+    def _services_env(self) -> dict[str, dict[str, str]]:
+        self.ports = {"ingest": free_port(), "rules": free_port(), "api": free_port()}
+        return {
+            "ingest": {"ESTATEWATCH_INGEST_METRICS_PORT": str(self.ports["ingest"])},
+            "rules": {"ESTATEWATCH_RULES_METRICS_PORT": str(self.ports["rules"])},
+            "api": {"ESTATEWATCH_API_PORT": str(self.ports["api"])},
+        }
+
+    # -- the run --------------------------------------------------------------------------------
+    def execute(self) -> Outcome:
+        private, local, estate = self._prepare()
+        self.say(f"== {self.scenario.name}: {self.scenario.summary}")
+        devices = len(estate.devices) - 1
+        self.say(f"   {devices:,} devices + probe, {self.scenario.duration_s:.0f} s; run folder {self.folder}")
+        children: list[Child] = []
+        try:
+            for line in local.up():
+                self.say(f"   {line}")
+            if prepare_registry(local) != 0:
+                raise LoadError("registry init failed (see above)")
+            logs = local.root / "logs"
+            logs.mkdir(parents=True, exist_ok=True)
+            env = self._services_env()
+            children = start_services(local, logs, env)
+            names = {c.name for c in children}
+            _wait_http(f"http://127.0.0.1:{self.ports['ingest']}/healthz", "ingest")
+            if "rules" in names:
+                _wait_http(f"http://127.0.0.1:{self.ports['rules']}/healthz", "rules")
+            api_url = None
+            if "api" in names and self.settings.load_api:
+                api_url = f"http://127.0.0.1:{self.ports['api']}"
+                _wait_http(f"{api_url}/readyz", "api")
+            engineer, grids = asyncio.run(_tokens(private.db_url, estate, self.settings.load_engineers))
+            plan = RunPlan(
+                scenario=self.scenario.name,
+                duration_s=self.scenario.duration_s,
+                estate_file=private.estate_file,
+                device_credentials=local.device_credentials_file,
+                mqtt_host=private.mqtt.host,
+                mqtt_port=private.mqtt.port,
+                influx_url=private.influx_url,
+                influx_database=private.influx_database,
+                api_url=api_url,
+                engineer_token=engineer if api_url else None,
+                grid_tokens=grids if api_url else {},
+                engineers=self.settings.load_engineers,
+                probe_device=PROBE_ID,
+                spawn_rate=self.settings.load_spawn_rate,
+            )
+            plan.write(self.folder)
+            self.say(f"   platform ready: {', '.join(sorted(names))}; starting Locust")
+            code = self._locust(local, children)
+            verdict = self._settle_and_verify(private)
+        finally:
+            stop_children(children, lambda line: None)
+            local.down()
+        outcome = Outcome(self.scenario.name, self.folder, verdict, code)
+        outcome.stats = summarize(self.folder, self.events, self.scenario)
+        (self.folder / "verify.json").write_text(
+            json.dumps({"verdict": verdict.to_json(), "stats": outcome.stats, "events": self.events}, indent=1)
+        )
+        with contextlib.suppress(ImportError):
+            from load.plots import plot_run
+
+            for png in plot_run(self.folder):
+                self.say(f"   plot {png}")
+        self.say(report_lines(outcome))
+        return outcome
+
+    def _locust(self, local: LocalStack, services: list[Child]) -> int:
+        argv = [
+            sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
+            "--ew-run-dir", str(self.folder), "--csv", str(self.folder / "locust"), "--csv-full-history",
+            "--html", str(self.folder / "report.html"), "--logfile", str(self.folder / "locust.log"),
+            "--loglevel", "INFO", "--exit-code-on-error", "0",
+        ]  # fmt: skip
+        if self.settings.load_processes > 1:
+            argv += ["--processes", str(self.settings.load_processes)]
+        mq = local.mosquitto().server()
+        ifx = local.influx().server()
+        with (self.folder / "locust.out").open("wb") as out:
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+            def pids() -> dict[str, list[int]]:
+                found = {"mosquitto": [mq.pid() or 0], "influxd": [ifx.pid() or 0]}
+                for c in services:
+                    found[c.name] = [c.proc.pid]
+                found["locust"] = [proc.pid, *_children_of(proc.pid)]
+                return found
+
+            with ProcessSampler(self.folder / "procstat.csv", pids):
+                self._watch(proc, local)
+        if proc.returncode not in (0, 1):
+            tail = (self.folder / "locust.out").read_text(errors="replace").splitlines()[-15:]
+            raise LoadError(f"Locust exited with {proc.returncode}:\n" + "\n".join(tail))
+        return proc.returncode
+
+    def _watch(self, proc: subprocess.Popen[bytes], local: LocalStack) -> None:
+        """Progress every 10 s; the storm's broker restart at its time."""
+        history = self.folder / "locust_stats_history.csv"
+        started: float | None = None
+        next_report = time.monotonic() + 10
+        storm_done = self.scenario.storm_at_s is None
+        while proc.poll() is None:
+            time.sleep(0.5)
+            if started is None:
+                started = _first_timestamp(history)
+                if started is not None:
+                    self.events["test_start"] = started
+            if started is not None and not storm_done and time.time() >= started + (self.scenario.storm_at_s or 0):
+                storm_done = True
+                self._storm(local)
+            if time.monotonic() >= next_report:
+                next_report += 10
+                self.say("   " + _progress(history, started))
+        proc.wait()
+
+    def _storm(self, local: LocalStack) -> None:
+        mq = local.mosquitto()
+        self.say(f"   storm: stopping the broker for {self.scenario.outage_s:.0f} s")
+        self.events["broker_stop"] = time.time()
+        mq.server().stop()
+        time.sleep(self.scenario.outage_s)
+        try:
+            mq.start()
+        except StackError as exc:
+            raise LoadError(f"the broker did not come back after the storm's restart: {exc}") from exc
+        self.events["broker_start"] = time.time()
+        self.say("   storm: broker back; devices reconnecting with their backlogs")
+
+    def _settle_and_verify(self, private: LoadSettings) -> Verdict:
+        ledger = Ledger.read(self.folder)
+        acked = sum(len(r.acked) for r in ledger.devices.values())
+        self.say(f"   Locust done: {len(ledger.devices):,} devices, {acked:,} readings acknowledged")
+        self.say("   waiting for ingest to store them")
+        deadline = time.monotonic() + self.settings.load_drain_s
+        last, still = -1, 0
+        site = ledger.site
+        while time.monotonic() < deadline:
+            stored = asyncio.run(_stored_count(private, site, ledger.started - 120))
+            if stored >= acked:
+                break
+            still = still + 1 if stored == last else 0
+            if still >= 20:  # nothing new for 10 s: whatever is missing is not coming
+                break
+            last = stored
+            time.sleep(0.5)
+        self.events["verified"] = time.time()
+        self.say("   verifying every acknowledged seq in InfluxDB")
+        return asyncio.run(verify(self.folder, private.influx_url, private.influx_database))
+
+
+async def _stored_count(private: LoadSettings, site: str, since_s: float) -> int:
+    async with Influx(private.influx_url, private.influx_database) as influx:
+        q = (f'SELECT count("seq") FROM /.*/ WHERE "site" = {quote_literal(site)} '
+             f"AND time >= {int(since_s * 1000)}ms")  # fmt: skip
+        total = 0
+        for series in (await influx.query(q))[0]:
+            if series.values and series.values[0][1] is not None:
+                total += int(series.values[0][1])
+        return total
+
+
+def _first_timestamp(history: Path) -> float | None:
+    try:
+        with history.open() as f:
+            next(f)
+            row = next(csv.reader(f), None)
+    except (OSError, StopIteration):
+        return None
+    return float(row[0]) if row else None
+
+
+def _progress(history: Path, started: float | None) -> str:
+    rows = _last_rows(history)
+    if not rows:
+        return "starting Locust..."
+    users = rows.get("Aggregated", {}).get("User Count", "?")
+    mqtt = sum(float(r["Requests/s"]) for n, r in rows.items() if r["Type"] == "MQTT")
+    fails = sum(float(r["Failures/s"]) for r in rows.values() if r["Type"] != "")
+    probe = rows.get("publish-to-queryable", {})
+    elapsed = f"{time.time() - started:4.0f} s" if started else "   -"
+    return (f"{elapsed}: {users} users, {mqtt:,.0f} msg/s acknowledged, {fails:.1f} failures/s, probe p50 "
+            f"{probe.get('50%', '-')} ms p99 {probe.get('99%', '-')} ms")  # fmt: skip
+
+
+def _last_rows(history: Path) -> dict[str, dict[str, str]]:
+    """The newest timestamp's row of each entry."""
+    try:
+        with history.open() as f:
+            rows = list(csv.DictReader(f))
+    except OSError:
+        return {}
+    if not rows:
+        return {}
+    newest = rows[-1]["Timestamp"]
+    return {r["Name"]: r for r in rows if r["Timestamp"] == newest}
+
+
+def summarize(folder: Path, events: dict[str, float], scenario: Scenario) -> dict[str, Any]:
+    """The figures docs/load.md reports: throughput, failures, resources, reconnects, steps."""
+    out: dict[str, Any] = {}
+    with contextlib.suppress(OSError):
+        with (folder / "locust_stats.csv").open() as f:
+            rows = list(csv.DictReader(f))
+        mqtt = [r for r in rows if r["Type"] == "MQTT"]
+        out["messages_acked"] = sum(int(r["Request Count"]) for r in mqtt)
+        out["mqtt_failures"] = sum(int(r["Failure Count"]) for r in mqtt)
+        api = [r for r in rows if r["Type"] in ("GET", "POST")]
+        out["api"] = {r["Name"]: {"requests": int(r["Request Count"]), "failures": int(r["Failure Count"]),
+                                  "p50_ms": _num(r["50%"]), "p99_ms": _num(r["99%"])} for r in api}  # fmt: skip
+        out["puback"] = {r["Name"]: {"p50_ms": _num(r["50%"]), "p99_ms": _num(r["99%"])} for r in mqtt}
+    with contextlib.suppress(OSError):
+        out["messages_per_s"] = _steady_rate(folder / "locust_stats_history.csv")
+        out["peak_users"] = _peak_users(folder / "locust_stats_history.csv")
+    with contextlib.suppress(OSError):
+        out["resources"] = _resources(folder / "procstat.csv")
+    with contextlib.suppress(OSError, FileNotFoundError):
+        ledger = Ledger.read(folder)
+        out["connected_devices"] = sum(1 for r in ledger.devices.values() if r.connects)
+        if "broker_start" in events:
+            out["storm"] = _reconnects(ledger, events["broker_start"])
+        if scenario.steps:
+            out["steps"] = _steps(folder, ledger.started, scenario)
+    return out
+
+
+def _num(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _steady_rate(history: Path) -> float:
+    """Median of the acknowledged MQTT messages per second over the run's seconds with all users."""
+    per_second: dict[str, float] = {}
+    with history.open() as f:
+        for r in csv.DictReader(f):
+            if r["Type"] == "MQTT":
+                per_second[r["Timestamp"]] = per_second.get(r["Timestamp"], 0.0) + float(r["Requests/s"])
+    values = sorted(per_second.values())
+    return values[len(values) // 2] if values else 0.0
+
+
+def _peak_users(history: Path) -> int:
+    with history.open() as f:
+        return max((int(r["User Count"]) for r in csv.DictReader(f) if r["Name"] == "Aggregated"), default=0)
+
+
+def _resources(path: Path) -> dict[str, dict[str, float]]:
+    by: dict[str, list[tuple[float, float]]] = {}
+    with path.open() as f:
+        for r in csv.DictReader(f):
+            by.setdefault(r["process"], []).append((float(r["cpu_pct"]), float(r["rss_mb"])))
+    out = {}
+    for name, rows in by.items():
+        cpu = sorted(c for c, _ in rows[1:]) or [0.0]
+        out[name] = {
+            "cpu_mean_pct": round(sum(cpu) / len(cpu), 1),
+            "cpu_p95_pct": round(percentile(cpu, 0.95) or 0.0, 1),
+            "rss_max_mb": round(max(m for _, m in rows), 1),
+        }
+    return out
+
+
+def _reconnects(ledger: Ledger, broker_start: float) -> dict[str, Any]:
+    delays = []
+    stayed_away = 0
+    for record in ledger.devices.values():
+        after = [t for t in record.connects if t >= broker_start]
+        if after:
+            delays.append(after[0] - broker_start)
+        else:
+            stayed_away += 1
+    delays.sort()
+    return {
+        "reconnected": len(delays),
+        "not_reconnected": stayed_away,
+        "p50_s": round(percentile(delays, 0.5) or 0.0, 2),
+        "p99_s": round(percentile(delays, 0.99) or 0.0, 2),
+        "max_s": round(delays[-1], 2) if delays else None,
+    }
+
+
+def _steps(folder: Path, started: float, scenario: Scenario) -> list[dict[str, Any]]:
+    """Per step: the multiplier, acknowledged msg/s, probe latency; 'sustained' when the probe kept up."""
+    from load.ledger import read_probe
+    from load.verify import latency_of
+
+    rates: dict[int, list[float]] = {}
+    per_second: dict[int, float] = {}
+    with (folder / "locust_stats_history.csv").open() as f:
+        for r in csv.DictReader(f):
+            if r["Type"] == "MQTT":
+                t = int(r["Timestamp"])
+                per_second[t] = per_second.get(t, 0.0) + float(r["Requests/s"])
+    for t, rate in per_second.items():
+        index = int((t - started) // scenario.step_s)
+        # The first 15 s of a step are its ramp (Locust's rate is a 10-s average).
+        if 0 <= index < len(scenario.steps) and (t - started) - index * scenario.step_s >= 15:
+            rates.setdefault(index, []).append(rate)
+    probes = read_probe(folder)
+    out = []
+    for i, mult in enumerate(scenario.steps):
+        if i not in rates:
+            break
+        lo, hi = started + i * scenario.step_s, started + (i + 1) * scenario.step_s
+        lat = latency_of([(t, v) for t, v in probes if lo <= t < hi])
+        values = sorted(rates[i])
+        out.append({
+            "step": i + 1, "multiplier": mult, "msg_per_s": round(values[len(values) // 2], 1),
+            "probe_p50_ms": lat.p50_ms, "probe_p99_ms": lat.p99_ms, "probe_timeouts": lat.timeouts,
+            "sustained": lat.timeouts == 0 and lat.p99_ms is not None and lat.p99_ms < 1000,
+        })  # fmt: skip
+    return out
+
+
+def report_lines(o: Outcome) -> str:
+    v, s = o.verdict, o.stats
+    lat = v.latency
+    lines = [
+        f"== {o.scenario}: {'PASS' if o.ok else 'FAIL'}  ({o.folder})",
+        f"   devices {v.devices:,} (connected {s.get('connected_devices', '?')}), "
+        f"peak users {s.get('peak_users', '?')}, {s.get('messages_per_s', 0):,.0f} msg/s acknowledged (median second)",
+        f"   readings acknowledged {v.acked:,}; stored {v.stored:,}; MISSING {v.missing:,}; "
+        f"duplicates {v.duplicates:,}; unexpected {v.unexpected:,};",
+        f"   unacknowledged at the end {v.unacked:,} ({v.unacked_stored:,} stored anyway); "
+        f"refused {v.refused:,}",
+        f"   publish-to-queryable (probe, {lat.samples} readings, {lat.timeouts} timed out): p50 {_ms(lat.p50_ms)}, "
+        f"p90 {_ms(lat.p90_ms)}, p99 {_ms(lat.p99_ms)}, max {_ms(lat.max_ms)}",
+    ]
+    for kind, examples in v.examples.items():
+        lines.append(f"   {kind}: " + "; ".join(examples[:3]))
+    if "storm" in s:
+        st = s["storm"]
+        lines.append(f"   storm: {st['reconnected']:,} devices reconnected after the restart (p50 {st['p50_s']} s, "
+                     f"p99 {st['p99_s']} s, max {st['max_s']} s), {st['not_reconnected']} did not")  # fmt: skip
+    for step in s.get("steps", []):
+        lines.append(f"   step {step['step']:2} x{step['multiplier']:<4}: {step['msg_per_s']:8,.0f} msg/s, probe p50 "
+                     f"{_ms(step['probe_p50_ms'])} p99 {_ms(step['probe_p99_ms'])}"
+                     f"{'' if step['sustained'] else '  (behind)'}")  # fmt: skip
+    for name, r in s.get("resources", {}).items():
+        lines.append(f"   {name:10} CPU mean {r['cpu_mean_pct']:5.1f} % (p95 {r['cpu_p95_pct']:5.1f} %), "
+                     f"RSS max {r['rss_max_mb']:7.1f} MB")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f} ms"
+
+
+def run_scenarios(settings: LoadSettings, names: list[str], say: Say) -> list[Outcome]:
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        raise LoadError(f"unknown scenario {unknown[0]!r}; known: {', '.join(SCENARIOS)}")
+    _check_open_files(settings)
+    outcomes = []
+    for name in names:
+        outcomes.append(LoadRun(settings, SCENARIOS[name], say).execute())
+    return outcomes
+
+
+def _check_open_files(settings: LoadSettings) -> None:
+    """Each device is a socket in Locust and one in Mosquitto: both inherit this process's limit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    devices = settings.load_devices or len(load_estate(settings.estate_file).devices)
+    need = devices + 2000
+    if soft < need:
+        raised = min(hard, max(need, 20_000)) if hard != resource.RLIM_INFINITY else max(need, 20_000)
+        if raised < need:
+            raise LoadError(f"{devices:,} devices need ~{need:,} open files; the hard limit is {hard:,} (ulimit -Hn)")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
