@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: up test lint typecheck unit generated system-deps venv down clean
+.PHONY: up test lint typecheck unit generated system-deps venv down clean load
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ typecheck:
 
 unit:
 	$(BIN)/pytest
+
+## load: Locust at the full device count, every scenario on a platform of its own (about 35 min);
+## reports, plots and the verifier's verdict under results/load/. SCENARIOS="normal peak" picks some.
+load: venv system-deps
+	$(BIN)/estatewatch load run $(SCENARIOS)
 
 ## generated: rewrite the generated files (JSON Schemas, reference estate, Grafana boards); tests check they are current.
 generated: venv

@@ -8,6 +8,9 @@ from store.settings import Settings
 class ApiSettings(Settings):
     api_host: str = Field("127.0.0.1", description="address the API binds")
     api_port: int = Field(8080, ge=1, le=65_535, description="port the API listens on")
+    api_keep_alive_s: int = Field(
+        75, ge=1, le=3600, description="idle keep-alive connections are closed after this (longer than clients poll)"
+    )
     api_client_id: str = Field(
         "api", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="the API's MQTT client id (one per API process)"
     )

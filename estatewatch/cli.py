@@ -408,6 +408,9 @@ def api(**values: Any) -> None:
         log_config=None,
         access_log=False,  # the app logs requests itself, without query strings or headers
         timeout_graceful_shutdown=10,
+        # uvicorn's 5 s default closes a phone's connection between two polls, and a request sent as
+        # it closes fails (seen in the load test): idle connections outlive the polling interval.
+        timeout_keep_alive=settings.api_keep_alive_s,
     )
 
 

@@ -42,6 +42,11 @@ class DeviceRecord:
     unacked: set[int] = field(default_factory=set)  # sent, no PUBACK when the run ended
     refused: set[int] = field(default_factory=set)  # the broker answered PUBACK with a failure code
     connects: list[float] = field(default_factory=list)  # wall-clock seconds of each CONNACK
+    disconnects: list[float] = field(default_factory=list)  # ... and of each lost connection
+
+    @property
+    def connected_at_end(self) -> bool:
+        return bool(self.connects) and (not self.disconnects or self.connects[-1] > self.disconnects[-1])
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -50,6 +55,7 @@ class DeviceRecord:
             "unacked": sorted(self.unacked),
             "refused": sorted(self.refused),
             "connects": [round(t, 3) for t in self.connects],
+            "disconnects": [round(t, 3) for t in self.disconnects],
         }
 
     @classmethod
@@ -60,6 +66,7 @@ class DeviceRecord:
             set(data["unacked"]),
             set(data.get("refused", [])),
             list(data["connects"]),
+            list(data.get("disconnects", [])),
         )
 
 

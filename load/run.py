@@ -15,6 +15,7 @@ import contextlib
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -44,6 +45,7 @@ from store.tokens import Role, TokenStore
 Say = Callable[[str], None]
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 PROBE_ID = "load-probe"
+WORKERS_EXIT_S = 90.0  # the workers' last PUBACKs (15 s), leaving, and writing ledgers
 
 
 class LoadError(RuntimeError):
@@ -283,6 +285,8 @@ class LoadRun:
 
             with ProcessSampler(self.folder / "procstat.csv", pids):
                 self._watch(proc, local)
+                # The master exits before its workers have written their ledgers: wait for the group.
+                _wait_group(proc.pid, WORKERS_EXIT_S)
         if proc.returncode not in (0, 1):
             tail = (self.folder / "locust.out").read_text(errors="replace").splitlines()[-15:]
             raise LoadError(f"Locust exited with {proc.returncode}:\n" + "\n".join(tail))
@@ -314,11 +318,12 @@ class LoadRun:
         self.events["broker_stop"] = time.time()
         mq.server().stop()
         time.sleep(self.scenario.outage_s)
+        starting = time.time()  # devices may connect before start() has seen the port open
         try:
             mq.start()
         except StackError as exc:
             raise LoadError(f"the broker did not come back after the storm's restart: {exc}") from exc
-        self.events["broker_start"] = time.time()
+        self.events["broker_start"] = starting
         self.say("   storm: broker back; devices reconnecting with their backlogs")
 
     def _settle_and_verify(self, private: LoadSettings) -> Verdict:
@@ -354,6 +359,19 @@ async def _stored_count(private: LoadSettings, site: str, since_s: float) -> int
         return total
 
 
+def _wait_group(pgid: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    raise LoadError(f"Locust workers still running {timeout_s:.0f} s after the master ended; killed")
+
+
 def _first_timestamp(history: Path) -> float | None:
     try:
         with history.open() as f:
@@ -378,16 +396,16 @@ def _progress(history: Path, started: float | None) -> str:
 
 
 def _last_rows(history: Path) -> dict[str, dict[str, str]]:
-    """The newest timestamp's row of each entry."""
+    """The newest row of each entry (Locust may be mid-way through writing a second's rows)."""
     try:
         with history.open() as f:
-            rows = list(csv.DictReader(f))
+            rows = [r for r in csv.DictReader(f) if r.get("Requests/s") not in (None, "")]
     except OSError:
         return {}
-    if not rows:
-        return {}
-    newest = rows[-1]["Timestamp"]
-    return {r["Name"]: r for r in rows if r["Timestamp"] == newest}
+    newest = {r["Name"]: r for r in rows}
+    # Entries that went quiet (the storm's outage) would show their last busy second: keep the recent.
+    latest = max((int(r["Timestamp"]) for r in rows), default=0)
+    return {n: r for n, r in newest.items() if int(r["Timestamp"]) >= latest - 2}
 
 
 def summarize(folder: Path, events: dict[str, float], scenario: Scenario) -> dict[str, Any]:
@@ -411,6 +429,7 @@ def summarize(folder: Path, events: dict[str, float], scenario: Scenario) -> dic
     with contextlib.suppress(OSError, FileNotFoundError):
         ledger = Ledger.read(folder)
         out["connected_devices"] = sum(1 for r in ledger.devices.values() if r.connects)
+        out["connected_at_end"] = sum(1 for r in ledger.devices.values() if r.connected_at_end)
         if "broker_start" in events:
             out["storm"] = _reconnects(ledger, events["broker_start"])
         if scenario.steps:
@@ -426,13 +445,20 @@ def _num(text: str) -> float | None:
 
 
 def _steady_rate(history: Path) -> float:
-    """Median of the acknowledged MQTT messages per second over the run's seconds with all users."""
+    """Median of the acknowledged MQTT messages per second over the seconds with every user running
+    (the ramp left out: its first seconds have few devices and Locust's rate is a 10-s average)."""
     per_second: dict[str, float] = {}
+    users: dict[str, int] = {}
     with history.open() as f:
         for r in csv.DictReader(f):
             if r["Type"] == "MQTT":
                 per_second[r["Timestamp"]] = per_second.get(r["Timestamp"], 0.0) + float(r["Requests/s"])
-    values = sorted(per_second.values())
+            elif r["Name"] == "Aggregated":
+                users[r["Timestamp"]] = int(r["User Count"])
+    full = max(users.values(), default=0)
+    times = sorted(t for t, n in users.items() if n == full)
+    steady = set(times[10:]) if len(times) > 20 else set(times)
+    values = sorted(v for t, v in per_second.items() if t in steady)
     return values[len(values) // 2] if values else 0.0
 
 
@@ -491,7 +517,8 @@ def _steps(folder: Path, started: float, scenario: Scenario) -> list[dict[str, A
     for t, rate in per_second.items():
         index = int((t - started) // scenario.step_s)
         # The first 15 s of a step are its ramp (Locust's rate is a 10-s average).
-        if 0 <= index < len(scenario.steps) and (t - started) - index * scenario.step_s >= 15:
+        ramp = min(15.0, scenario.step_s / 3)
+        if 0 <= index < len(scenario.steps) and (t - started) - index * scenario.step_s >= ramp:
             rates.setdefault(index, []).append(rate)
     probes = read_probe(folder)
     out = []
@@ -514,8 +541,10 @@ def report_lines(o: Outcome) -> str:
     lat = v.latency
     lines = [
         f"== {o.scenario}: {'PASS' if o.ok else 'FAIL'}  ({o.folder})",
-        f"   devices {v.devices:,} (connected {s.get('connected_devices', '?')}), "
-        f"peak users {s.get('peak_users', '?')}, {s.get('messages_per_s', 0):,.0f} msg/s acknowledged (median second)",
+        f"   devices {v.devices:,} (connected {s.get('connected_devices', '?')}, at the end "
+        f"{s.get('connected_at_end', '?')}), "
+        f"peak users {s.get('peak_users', '?')}, {s.get('messages_per_s', 0):,.0f} msg/s acknowledged "
+        "(median second at full strength)",
         f"   readings acknowledged {v.acked:,}; stored {v.stored:,}; MISSING {v.missing:,}; "
         f"duplicates {v.duplicates:,}; unexpected {v.unexpected:,};",
         f"   unacknowledged at the end {v.unacked:,} ({v.unacked_stored:,} stored anyway); "
