@@ -14,6 +14,7 @@ COPY rules ./rules
 COPY bench ./bench
 COPY grafana ./grafana
 COPY api ./api
+COPY load ./load
 COPY estatewatch ./estatewatch
 COPY estates ./estates
 RUN pip install ".[postgres]" && useradd --system --uid 10001 --home /app estatewatch \

@@ -747,6 +747,19 @@ def load_verify(folder: Path, **values: Any) -> None:
         sys.exit(1)
 
 
+@load.command("report")
+@click.argument("folders", nargs=-1, type=click.Path(path_type=Path, file_okay=False, exists=True))
+def load_report(folders: tuple[Path, ...]) -> None:
+    """The report of finished runs again (verdict, throughput, latency, storm, steps, CPU and memory)."""
+    from load.run import report_folder
+
+    for folder in folders:
+        try:
+            click.echo(report_folder(folder))
+        except (OSError, ValueError, KeyError) as exc:
+            _fail(f"{folder}: not a finished load run ({exc})")
+
+
 @load.command("plot")
 @click.argument("folders", nargs=-1, type=click.Path(path_type=Path, file_okay=False, exists=True))
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None, help="write the PNGs here")

@@ -17,9 +17,10 @@ class IngestSettings(Settings):
     )
     ingest_session_expiry_s: int = Field(3600, ge=0, description="broker keeps the worker's queue this long offline")
     ingest_share_group: str = Field(
-        "ingest",
+        "",
         pattern=r"^[A-Za-z0-9_-]{0,64}$",
-        description="shared subscription group; empty: a plain subscription (one worker only)",
+        description="shared subscription group to split the stream over workers; empty: a plain subscription "
+        "(one worker; survives broker restarts, which Mosquitto 2.0's shared subscriptions do not)",
     )
     ingest_client_id: str = Field(
         default_factory=lambda: f"ingest-{socket.gethostname()}"[:64],

@@ -160,7 +160,9 @@ class DeviceLink:
         client.on_publish = self._published
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = SESSION_EXPIRY_S
-        # Clean start on the first connection only; the session then outlives a broker restart.
+        # paho's default: clean start on the first connection only. A device only publishes, so the
+        # broker holds nothing of it worth resuming; what matters after a reconnect is that paho
+        # resends every unacknowledged publish, which it does whether or not a session is resumed.
         client.connect_async(host, port, keepalive=KEEPALIVE_S, properties=props)
         self.client = client
         self._thread = threading.Thread(target=self._network, name=f"mqtt:{device.id}", daemon=True)
@@ -245,8 +247,10 @@ class DeviceLink:
         started = time.perf_counter()
         # Not under self._lock: paho calls on_publish holding its own message lock (lock order).
         info = self.client.publish(self.topics[channel], raw, qos=1)
-        if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):  # NO_CONN: sent after reconnecting
-            # paho's queue refused it (a packet id still in use): dropped, as a full device would.
+        # Any other code (no connection, connection lost while writing) leaves the message in paho's
+        # store, sent again after the reconnect; only a full store refuses it.
+        if info.rc is MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+            # A packet id still in use: dropped, as a device with a full buffer would.
             self.record.refused.update(seqs)
             self.on_ack(Acked(name, seqs, 0.0, len(raw), f"not queued: {paho.error_string(info.rc)}"))
             return

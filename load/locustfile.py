@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import locust.runners
 import requests
 from locust import HttpUser, LoadTestShape, User, between, events, task
 from locust.env import Environment
@@ -47,6 +48,11 @@ PROBE = ("PROBE", "publish-to-queryable")
 # "falling behind", and going on would only grow the backlog the verifier then waits for.
 GIVE_UP_MS = 10_000
 FLUSH_S = 15.0  # at the end, how long devices wait for their last PUBACKs
+# A step-up drives the machine to saturation on purpose, and a busy worker's heartbeat is late: with
+# Locust's 3 s the master declared both workers lost and ended a run mid-step. Allow 30 s; and the
+# workers' last acknowledgements and ledgers may outlast the master's 60 s of silence.
+locust.runners.HEARTBEAT_LIVENESS = 30
+locust.runners.MASTER_HEARTBEAT_TIMEOUT = 300
 
 
 @dataclass
@@ -63,6 +69,7 @@ class Run:
     links: list[DeviceLink] = field(default_factory=list)
     ledger: Ledger | None = None
     started: float = 0.0  # wall clock at this process's test start
+    finishing: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -98,9 +105,12 @@ class Run:
         return behaviour
 
     def finish(self) -> None:
-        """Wait (bounded) for the last acknowledgements, leave, and write this process's ledger."""
-        if not self.links:
+        """Wait (bounded) for the last acknowledgements, leave, and write this process's ledger.
+
+        Once: Locust fires test_stop again on quit, possibly while the first call still waits."""
+        if self.finishing or not self.links:
             return
+        self.finishing = True
         deadline = time.monotonic() + FLUSH_S
         while time.monotonic() < deadline and any(link.outstanding() for link in self.links):
             time.sleep(0.1)

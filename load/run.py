@@ -23,18 +23,18 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.procstat import sample
 from devices.estate import Device, Estate, dump_estate, load_estate
 from devices.types import DeviceType
-from load.ledger import Ledger
+from load.ledger import Ledger, read_probe
 from load.plan import RunPlan
 from load.scenarios import SCENARIOS, Scenario
 from load.settings import LoadSettings
-from load.verify import Verdict, percentile, verify
+from load.verify import Verdict, latency_of, percentile, verify
 from stack.local import LocalStack
 from stack.procs import StackError, free_port
 from stack.supervise import Child, prepare_registry, start_services, stop_children
@@ -45,7 +45,7 @@ from store.tokens import Role, TokenStore
 Say = Callable[[str], None]
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 PROBE_ID = "load-probe"
-WORKERS_EXIT_S = 90.0  # the workers' last PUBACKs (15 s), leaving, and writing ledgers
+WORKERS_EXIT_S = 180.0  # the workers' last PUBACKs (15 s), leaving, and writing ledgers
 
 
 class LoadError(RuntimeError):
@@ -297,20 +297,34 @@ class LoadRun:
         history = self.folder / "locust_stats_history.csv"
         started: float | None = None
         next_report = time.monotonic() + 10
-        storm_done = self.scenario.storm_at_s is None
+        storm: threading.Thread | None = None
+        failed: list[BaseException] = []
+
+        def restart() -> None:
+            try:
+                self._storm(local)
+            except LoadError as exc:
+                failed.append(exc)
+
         while proc.poll() is None:
             time.sleep(0.5)
             if started is None:
                 started = _first_timestamp(history)
                 if started is not None:
                     self.events["test_start"] = started
-            if started is not None and not storm_done and time.time() >= started + (self.scenario.storm_at_s or 0):
-                storm_done = True
-                self._storm(local)
+            due = started is not None and time.time() >= started + (self.scenario.storm_at_s or 0)
+            if self.scenario.storm_at_s is not None and storm is None and due:
+                # Beside the progress reports, which go on through the outage.
+                storm = threading.Thread(target=restart, name="storm", daemon=True)
+                storm.start()
             if time.monotonic() >= next_report:
                 next_report += 10
                 self.say("   " + _progress(history, started))
         proc.wait()
+        if storm is not None:
+            storm.join()
+        if failed:
+            raise failed[0]
 
     def _storm(self, local: LocalStack) -> None:
         mq = local.mosquitto()
@@ -430,6 +444,12 @@ def summarize(folder: Path, events: dict[str, float], scenario: Scenario) -> dic
         ledger = Ledger.read(folder)
         out["connected_devices"] = sum(1 for r in ledger.devices.values() if r.connects)
         out["connected_at_end"] = sum(1 for r in ledger.devices.values() if r.connected_at_end)
+        firsts = [r.connects[0] for r in ledger.devices.values() if r.connects]
+        if firsts:
+            # The probe once every device is up: the ramp's connection burst left out.
+            out["all_connected_s"] = round(max(firsts) - ledger.started, 1)
+            samples = [(t, v) for t, v in read_probe(folder) if t >= max(firsts)]
+            out["probe_at_full_strength"] = asdict(latency_of(samples))
         if "broker_start" in events:
             out["storm"] = _reconnects(ledger, events["broker_start"])
         if scenario.steps:
@@ -504,9 +524,6 @@ def _reconnects(ledger: Ledger, broker_start: float) -> dict[str, Any]:
 
 def _steps(folder: Path, started: float, scenario: Scenario) -> list[dict[str, Any]]:
     """Per step: the multiplier, acknowledged msg/s, probe latency; 'sustained' when the probe kept up."""
-    from load.ledger import read_probe
-    from load.verify import latency_of
-
     rates: dict[int, list[float]] = {}
     per_second: dict[int, float] = {}
     with (folder / "locust_stats_history.csv").open() as f:
@@ -514,10 +531,11 @@ def _steps(folder: Path, started: float, scenario: Scenario) -> list[dict[str, A
             if r["Type"] == "MQTT":
                 t = int(r["Timestamp"])
                 per_second[t] = per_second.get(t, 0.0) + float(r["Requests/s"])
+    # A step's first 15 s are its ramp (and Locust's rate a 10-s average): each step is judged on
+    # the rest, where the rate is sustained or not.
+    ramp = min(15.0, scenario.step_s / 3)
     for t, rate in per_second.items():
         index = int((t - started) // scenario.step_s)
-        # The first 15 s of a step are its ramp (Locust's rate is a 10-s average).
-        ramp = min(15.0, scenario.step_s / 3)
         if 0 <= index < len(scenario.steps) and (t - started) - index * scenario.step_s >= ramp:
             rates.setdefault(index, []).append(rate)
     probes = read_probe(folder)
@@ -525,7 +543,7 @@ def _steps(folder: Path, started: float, scenario: Scenario) -> list[dict[str, A
     for i, mult in enumerate(scenario.steps):
         if i not in rates:
             break
-        lo, hi = started + i * scenario.step_s, started + (i + 1) * scenario.step_s
+        lo, hi = started + i * scenario.step_s + ramp, started + (i + 1) * scenario.step_s
         lat = latency_of([(t, v) for t, v in probes if lo <= t < hi])
         values = sorted(rates[i])
         out.append({
@@ -547,11 +565,15 @@ def report_lines(o: Outcome) -> str:
         "(median second at full strength)",
         f"   readings acknowledged {v.acked:,}; stored {v.stored:,}; MISSING {v.missing:,}; "
         f"duplicates {v.duplicates:,}; unexpected {v.unexpected:,};",
-        f"   unacknowledged at the end {v.unacked:,} ({v.unacked_stored:,} stored anyway); "
-        f"refused {v.refused:,}",
+        f"   unacknowledged at the end {v.unacked:,} ({v.unacked_stored:,} stored anyway); refused {v.refused:,}",
         f"   publish-to-queryable (probe, {lat.samples} readings, {lat.timeouts} timed out): p50 {_ms(lat.p50_ms)}, "
         f"p90 {_ms(lat.p90_ms)}, p99 {_ms(lat.p99_ms)}, max {_ms(lat.max_ms)}",
     ]
+    full = s.get("probe_at_full_strength")
+    if full and full["samples"]:
+        lines.append(f"   ... once all devices were connected ({s['all_connected_s']} s in; {full['samples']} "
+                     f"readings, {full['timeouts']} timed out): p50 {_ms(full['p50_ms'])}, p90 {_ms(full['p90_ms'])}, "
+                     f"p99 {_ms(full['p99_ms'])}, max {_ms(full['max_ms'])}")  # fmt: skip
     for kind, examples in v.examples.items():
         lines.append(f"   {kind}: " + "; ".join(examples[:3]))
     if "storm" in s:
@@ -566,6 +588,16 @@ def report_lines(o: Outcome) -> str:
         lines.append(f"   {name:10} CPU mean {r['cpu_mean_pct']:5.1f} % (p95 {r['cpu_p95_pct']:5.1f} %), "
                      f"RSS max {r['rss_max_mb']:7.1f} MB")  # fmt: skip
     return "\n".join(lines)
+
+
+def report_folder(folder: Path) -> str:
+    """The report of a finished run, its figures recomputed from the folder's files."""
+    saved = json.loads((folder / "verify.json").read_text())
+    verdict = Verdict(**{k: v for k, v in saved["verdict"].items() if k not in ("ok", "latency")})
+    verdict.latency = latency_of(read_probe(folder))
+    scenario = SCENARIOS[RunPlan.read(folder).scenario].scaled(RunPlan.read(folder).duration_s)
+    outcome = Outcome(scenario.name, folder, verdict, 0, summarize(folder, saved.get("events", {}), scenario))
+    return report_lines(outcome)
 
 
 def _ms(value: float | None) -> str:

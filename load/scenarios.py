@@ -80,8 +80,8 @@ SCENARIOS: dict[str, Scenario] = {
             "stepup",
             "step-up: every device's rate multiplied step by step until the pipeline falls behind",
             hour=19.0,
-            duration_s=720,
-            steps=(1, 5, 10, 20, 40, 60, 80, 100, 130, 160, 200, 250),
+            duration_s=660,
+            steps=(1, 3, 5, 7, 10, 14, 20, 28, 40, 56, 80),
             step_s=60,
         ),
     )

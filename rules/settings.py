@@ -16,9 +16,10 @@ class RulesSettings(Settings):
         description="MQTT client id: stable, so a restart resumes the broker session",
     )
     rules_share_group: str = Field(
-        "rules",
+        "",
         pattern=r"^[A-Za-z0-9_-]{0,64}$",
-        description="shared subscription group of the rules engine (its own, apart from ingest's)",
+        description="shared subscription group (a standby engine); empty: a plain subscription, which "
+        "survives broker restarts",
     )
     rules_session_expiry_s: int = Field(3600, ge=0, description="broker keeps the engine's queue this long offline")
     rules_rebuild_s: int = Field(

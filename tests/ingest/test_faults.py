@@ -48,8 +48,8 @@ async def test_sigterm_drains_and_exits_cleanly(
 async def test_two_workers_share_the_load_and_one_is_killed(
     broker: Broker, influxd: InfluxServer, influx_db: str, ingest_factory: Factory, small: Estate
 ) -> None:
-    a = ingest_factory("ingest-a").start()
-    b = ingest_factory("ingest-b").start()
+    a = ingest_factory("ingest-a", ESTATEWATCH_INGEST_SHARE_GROUP="ingest").start()
+    b = ingest_factory("ingest-b", ESTATEWATCH_INGEST_SHARE_GROUP="ingest").start()
 
     async def kill_b(sim: Simulator) -> None:
         await asyncio.sleep(3)
@@ -71,7 +71,7 @@ async def test_broker_restart_with_persistence(
     """SIGTERM to Mosquitto mid-stream, with a plain subscription: the broker keeps the worker's session,
     subscription and queue across the restart, and nothing is lost. (Mosquitto 2.0 does not persist
     shared subscriptions: see docs/ingest.md for what that costs a shared group.)"""
-    ingest_factory("ingest-r", ESTATEWATCH_INGEST_SHARE_GROUP="").start()
+    ingest_factory("ingest-r").start()  # the default: a plain subscription
 
     async def restart(sim: Simulator) -> None:
         await asyncio.sleep(3)
