@@ -36,7 +36,7 @@ typecheck:
 unit:
 	$(BIN)/pytest
 
-## load: Locust at the full device count, every scenario on a platform of its own (about 35 min);
+## load: Locust at the full device count, every scenario on a platform of its own (about 30 min);
 ## reports, plots and the verifier's verdict under results/load/. SCENARIOS="normal peak" picks some.
 load: venv system-deps
 	$(BIN)/estatewatch load run $(SCENARIOS)

@@ -25,7 +25,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.rules_bench import _free_port_pair, estate_stream
+from bench.rules_bench import estate_stream
 from devices.catalog import PayloadError, parse_payload
 from devices.estate import Estate
 from devices.reference import reference_estate
@@ -33,7 +33,7 @@ from devices.topics import TopicError, parse_topic
 from devices.types import DeviceType
 from ingest.lines import encode
 from stack.local import LocalStack
-from stack.procs import free_port
+from stack.procs import free_port, free_port_pair
 from store.alerts import AlertStore
 from store.influx import Influx
 from store.registry.db import Registry
@@ -263,7 +263,7 @@ async def run(settings: Settings, rate: float, seconds: float, say: Say) -> Resu
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
         private = settings.model_copy(update={
             "run_dir": Path(tmp) / "run", "mqtt_url": f"mqtt://127.0.0.1:{free_port()}",
-            "influx_url": f"http://127.0.0.1:{_free_port_pair()}", "influx_database": "bench_api"})  # fmt: skip
+            "influx_url": f"http://127.0.0.1:{free_port_pair()}", "influx_database": "bench_api"})  # fmt: skip
         stack = LocalStack(private)
         for line in await asyncio.to_thread(lambda: list(stack.up())):
             say(f"  {line}")

@@ -39,7 +39,7 @@ from rules.config import RulesConfig
 from rules.engine import Engine
 from sim.behaviours import Fleet, behaviour_for
 from stack.local import LocalStack
-from stack.procs import free_port, port_open
+from stack.procs import free_port, free_port_pair
 from store.settings import Settings, parse_mqtt_url
 
 Say = Callable[[str], None]
@@ -183,7 +183,7 @@ async def latency(settings: Settings, estate: Estate, seconds: float, say: Say, 
         # A broker and InfluxDB of its own: the local stack's broker may hold other sessions' offline
         # queues, and Mosquitto writes its whole persistence file at every autosave (a 300 MB file
         # stalled it for about two seconds every ten: that, not the rules, was the latency tail).
-        influx_port = _free_port_pair()
+        influx_port = free_port_pair()
         private = settings.model_copy(
             update={
                 "run_dir": Path(tmp) / "run",
@@ -200,14 +200,6 @@ async def latency(settings: Settings, estate: Estate, seconds: float, say: Say, 
             for line in await asyncio.to_thread(lambda: list(stack.down())):
                 say(f"  {line}")
             hook.server.shutdown()
-
-
-def _free_port_pair() -> int:
-    """A free port whose port + 2 is free too (influxd's RPC port)."""
-    while True:
-        port = free_port()
-        if port_open("127.0.0.1", port + 2) is False:
-            return port
 
 
 async def _measure(

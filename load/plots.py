@@ -31,6 +31,14 @@ def _mqtt_rate(history: Path) -> tuple[list[float], list[float], list[float]]:
     return [t - t0 for t in times], [rate.get(t, 0.0) for t in times], [users[t] for t in times]
 
 
+def _events(folder: Path) -> dict[str, float]:
+    try:
+        events: dict[str, float] = json.loads((folder / "verify.json").read_text()).get("events", {})
+    except (OSError, ValueError):
+        return {}
+    return events
+
+
 def plot_run(folder: Path, out: Path | None = None) -> list[Path]:
     """One PNG per run (throughput on top, the probe's latency below), named after the scenario."""
     history = folder / "locust_stats_history.csv"
@@ -60,6 +68,11 @@ def plot_run(folder: Path, out: Path | None = None) -> list[Path]:
     bottom.set_ylabel("latency, ms")
     bottom.set_xlabel("seconds since Locust started")
     bottom.legend(loc="upper left")
+    events = _events(folder)
+    if "broker_stop" in events and "broker_start" in events:
+        for ax in (top, bottom):
+            ax.axvspan(events["broker_stop"] - t0, events["broker_start"] - t0, color="tab:red", alpha=0.12)
+        top.text(events["broker_stop"] - t0, top.get_ylim()[1] * 0.9, " broker down", color="tab:red", fontsize=8)
     target = (out or folder) / f"load-{scenario}.png"
     target.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(target, dpi=90)

@@ -36,7 +36,7 @@ from load.scenarios import SCENARIOS, Scenario
 from load.settings import LoadSettings
 from load.verify import Verdict, latency_of, percentile, verify
 from stack.local import LocalStack
-from stack.procs import StackError, free_port
+from stack.procs import StackError, free_port, free_port_pair
 from stack.supervise import Child, prepare_registry, start_services, stop_children
 from store.influx import Influx, quote_literal
 from store.registry.db import Registry
@@ -84,9 +84,7 @@ def load_estate_for_run(settings: LoadSettings) -> Estate:
 
 
 def _private(settings: LoadSettings, folder: Path, estate_file: Path) -> LoadSettings:
-    influx_port = free_port()
-    while not _free(influx_port + 2):  # influxd's RPC port
-        influx_port = free_port()
+    influx_port = free_port_pair()
     return settings.model_copy(
         update={
             "run_dir": folder / "stack",
@@ -97,17 +95,6 @@ def _private(settings: LoadSettings, folder: Path, estate_file: Path) -> LoadSet
             "estate_file": estate_file,
         }
     )
-
-
-def _free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 async def _tokens(db_url: str, estate: Estate, engineers: int) -> tuple[str | None, dict[str, str]]:

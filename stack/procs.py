@@ -22,6 +22,14 @@ def free_port() -> int:
         return port
 
 
+def free_port_pair() -> int:
+    """A free port whose port + 2 is free too (influxd's RPC port)."""
+    while True:
+        port = free_port()
+        if not port_open("127.0.0.1", port + 2):
+            return port
+
+
 def port_open(host: str, port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
         return True
