@@ -16,6 +16,7 @@ Run by ``estatewatch load run`` (which prepares the stack and the run folder), o
   once the probe shows the pipeline has fallen far behind.
 """
 
+import datetime as dt
 import json
 import logging
 import os
@@ -129,8 +130,6 @@ class Run:
 
 def _shift_to_hour(estate: Estate, hour: float) -> int:
     """Milliseconds to add to now to land on ``hour`` (today or tomorrow) in the estate's time zone."""
-    import datetime as dt
-
     now = dt.datetime.now(estate.site.tz)
     target = now.replace(hour=int(hour), minute=int(hour % 1 * 60), second=0, microsecond=0)
     if target < now:

@@ -34,7 +34,7 @@ def load_run(root: Path, scenario: str, seconds: float, *extra: str) -> tuple[in
 
 @pytest.fixture(scope="module")
 def normal(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, Path, dict[str, Any]]:
-    return load_run(tmp_path_factory.mktemp("load"), "normal", 15)
+    return load_run(tmp_path_factory.mktemp("load"), "normal", 12)
 
 
 def test_normal_day_every_device_connected_nothing_lost(normal: tuple[int, Path, dict[str, Any]]) -> None:
@@ -113,7 +113,7 @@ def report_acked(folder: Path) -> int:
 
 
 def test_evening_peak(tmp_path: Path) -> None:
-    code, _, report = load_run(tmp_path, "peak", 12, "--load-api", "false")
+    code, _, report = load_run(tmp_path, "peak", 10, "--load-api", "false")
     assert code == 0 and report["verdict"]["ok"] and report["verdict"]["acked"] > 0
     assert report["stats"]["connected_at_end"] == DEVICES + 1
 
@@ -132,7 +132,7 @@ def test_reconnect_storm_loses_nothing(tmp_path: Path) -> None:
 
 
 def test_step_up_raises_the_rate_step_by_step(tmp_path: Path) -> None:
-    code, _, report = load_run(tmp_path, "stepup", 36, "--load-api", "false")
+    code, _, report = load_run(tmp_path, "stepup", 30, "--load-api", "false")
     assert code == 0 and report["verdict"]["ok"]
     steps = report["stats"]["steps"]
     assert len(steps) >= 6
