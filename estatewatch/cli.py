@@ -723,6 +723,8 @@ def load_run(scenarios: tuple[str, ...], **values: Any) -> None:
         outcomes = run_scenarios(settings, list(scenarios or ALL), lambda line: click.echo(line, err=True))
     except (LoadError, StackError, EstateError) as exc:
         _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail(f"stopped; Locust, the services and the stack are down; run folders in {settings.load_results_dir}")
     click.echo("\n".join(f"{o.scenario:8} {'PASS' if o.ok else 'FAIL'}  {o.folder}" for o in outcomes))
     if not all(o.ok for o in outcomes):
         sys.exit(1)

@@ -32,6 +32,7 @@ from devices.estate import Device, Estate, dump_estate, load_estate
 from devices.types import DeviceType
 from load.ledger import Ledger, read_probe
 from load.plan import RunPlan
+from load.plots import plot_run
 from load.scenarios import SCENARIOS, Scenario
 from load.settings import LoadSettings
 from load.verify import Verdict, latency_of, percentile, verify
@@ -241,11 +242,11 @@ class LoadRun:
         (self.folder / "verify.json").write_text(
             json.dumps({"verdict": verdict.to_json(), "stats": outcome.stats, "events": self.events}, indent=1)
         )
-        with contextlib.suppress(ImportError):
-            from load.plots import plot_run
-
+        try:
             for png in plot_run(self.folder):
                 self.say(f"   plot {png}")
+        except (OSError, ValueError, KeyError) as exc:  # the verdict stands without its picture
+            self.say(f"   no plot: {exc}")
         self.say(report_lines(outcome))
         return outcome
 
@@ -271,7 +272,16 @@ class LoadRun:
                 return found
 
             with ProcessSampler(self.folder / "procstat.csv", pids):
-                self._watch(proc, local)
+                try:
+                    self._watch(proc, local)
+                except BaseException:
+                    # Its own session (so a terminal's Ctrl-C reaches us, not it): stop it ourselves.
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGTERM)
+                    with contextlib.suppress(subprocess.TimeoutExpired, LoadError):
+                        proc.wait(10)  # reaped, or the group would never look empty
+                        _wait_group(proc.pid, 10)
+                    raise
                 # The master exits before its workers have written their ledgers: wait for the group.
                 _wait_group(proc.pid, WORKERS_EXIT_S)
         if proc.returncode not in (0, 1):
@@ -513,8 +523,10 @@ def _steps(folder: Path, started: float, scenario: Scenario) -> list[dict[str, A
     """Per step: the multiplier, acknowledged msg/s, probe latency; 'sustained' when the probe kept up."""
     rates: dict[int, list[float]] = {}
     per_second: dict[int, float] = {}
+    last = 0
     with (folder / "locust_stats_history.csv").open() as f:
         for r in csv.DictReader(f):
+            last = max(last, int(r["Timestamp"]))
             if r["Type"] == "MQTT":
                 t = int(r["Timestamp"])
                 per_second[t] = per_second.get(t, 0.0) + float(r["Requests/s"])
@@ -528,11 +540,11 @@ def _steps(folder: Path, started: float, scenario: Scenario) -> list[dict[str, A
     probes = read_probe(folder)
     out = []
     for i, mult in enumerate(scenario.steps):
-        if i not in rates:
-            break
         lo, hi = started + i * scenario.step_s + ramp, started + (i + 1) * scenario.step_s
+        if lo > last:  # the run ended before this step (or the probe ended it)
+            break
         lat = latency_of([(t, v) for t, v in probes if lo <= t < hi])
-        values = sorted(rates[i])
+        values = sorted(rates.get(i, [0.0]))  # no acknowledgement in the step's seconds: none per second
         out.append({
             "step": i + 1, "multiplier": mult, "msg_per_s": round(values[len(values) // 2], 1),
             "probe_p50_ms": lat.p50_ms, "probe_p99_ms": lat.p99_ms, "probe_timeouts": lat.timeouts,
@@ -596,10 +608,15 @@ def run_scenarios(settings: LoadSettings, names: list[str], say: Say) -> list[Ou
     if unknown:
         raise LoadError(f"unknown scenario {unknown[0]!r}; known: {', '.join(SCENARIOS)}")
     _check_open_files(settings)
-    outcomes = []
-    for name in names:
-        outcomes.append(LoadRun(settings, SCENARIOS[name], say).execute())
-    return outcomes
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops a run as Ctrl-C does: Locust, services and stack too
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        return [LoadRun(settings, SCENARIOS[name], say).execute() for name in names]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _check_open_files(settings: LoadSettings) -> None:

@@ -63,6 +63,6 @@ def test_tokens_command_creates_lists_and_revokes(registry_url: str, tmp_path: P
     assert bad.exit_code == 1 and "needs at least one grid" in bad.output
     listed = runner.invoke(main, ["tokens", "list"], env=env)
     token_id = token.split("_")[1]
-    assert token_id in listed.output and "active" in listed.output and token.split("_")[2] not in listed.output
+    assert token_id in listed.output and "active" in listed.output and token.split("_", 2)[2] not in listed.output
     assert runner.invoke(main, ["tokens", "revoke", token_id], env=env).exit_code == 0
     assert "revoked" in runner.invoke(main, ["tokens", "list"], env=env).output

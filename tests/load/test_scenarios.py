@@ -5,6 +5,7 @@ the verifier; and the verifier catching a loss and a duplicate caused in a finis
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ def load_run(root: Path, scenario: str, seconds: float, *extra: str) -> tuple[in
 
 @pytest.fixture(scope="module")
 def normal(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, Path, dict[str, Any]]:
-    return load_run(tmp_path_factory.mktemp("load"), "normal", 12)
+    return load_run(tmp_path_factory.mktemp("load"), "normal", 10)
 
 
 def test_normal_day_every_device_connected_nothing_lost(normal: tuple[int, Path, dict[str, Any]]) -> None:
@@ -46,7 +47,7 @@ def test_normal_day_every_device_connected_nothing_lost(normal: tuple[int, Path,
     assert verdict["acked"] > 0 and verdict["missing"] == 0 and verdict["duplicates"] == 0
     assert verdict["stored"] >= verdict["acked"]
     latency = verdict["latency"]
-    assert latency["samples"] >= 5 and latency["timeouts"] == 0 and 0 < latency["p99_ms"] < 5000
+    assert latency["samples"] >= 4 and latency["timeouts"] == 0 and 0 < latency["p99_ms"] < 5000
     # Every process played its own devices: two ledgers, no device twice (Ledger.read checks).
     assert len(list(folder.glob("ledger-*.json"))) == 2
     assert len(Ledger.read(folder).devices) == DEVICES + 1
@@ -113,13 +114,13 @@ def report_acked(folder: Path) -> int:
 
 
 def test_evening_peak(tmp_path: Path) -> None:
-    code, _, report = load_run(tmp_path, "peak", 10, "--load-api", "false")
+    code, _, report = load_run(tmp_path, "peak", 8, "--load-api", "false")
     assert code == 0 and report["verdict"]["ok"] and report["verdict"]["acked"] > 0
     assert report["stats"]["connected_at_end"] == DEVICES + 1
 
 
 def test_reconnect_storm_loses_nothing(tmp_path: Path) -> None:
-    code, folder, report = load_run(tmp_path, "storm", 30, "--load-api", "false")
+    code, folder, report = load_run(tmp_path, "storm", 26, "--load-api", "false")
     verdict, stats, events = report["verdict"], report["stats"], report["events"]
     assert code == 0 and verdict["ok"], verdict
     assert events["broker_start"] > events["broker_stop"] > events["test_start"]
@@ -138,3 +139,31 @@ def test_step_up_raises_the_rate_step_by_step(tmp_path: Path) -> None:
     assert len(steps) >= 6
     assert [s["multiplier"] for s in steps] == sorted(s["multiplier"] for s in steps)
     assert max(s["msg_per_s"] for s in steps[3:]) > 5 * max(steps[0]["msg_per_s"], 0.5)
+
+
+def test_sigterm_stops_the_run_and_everything_it_started(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "estatewatch", "load", "run", "normal", "--load-devices", "10",
+         "--load-duration-s", "120", "--load-api", "false", "--load-results-dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while not list(tmp_path.glob("*/locust_stats_history.csv")) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.2)
+        assert list(tmp_path.glob("*/locust_stats_history.csv")), "Locust never started"
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0 and "stopped" in err
+    # Nothing of the run is left: no Locust, broker, influxd or service with its folder in the command line.
+    left = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(tmp_path) in cmdline.read_bytes().decode(errors="replace"):
+                left.append(cmdline.parent.name)
+        except OSError:
+            continue
+    assert left == []

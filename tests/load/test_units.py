@@ -111,12 +111,12 @@ def test_a_device_clock_keeps_its_interval_and_follows_a_new_rate(reference: Est
     first = _run(clock, t0, t0 + 100_000)
     telemetry = [objs for ch, objs in first if ch is Channel.TELEMETRY]
     assert 10 <= len(telemetry) <= 11
-    ts = [objs[0]["ts"] for objs in telemetry]
+    ts = [int(str(objs[0]["ts"])) for objs in telemetry]
     assert all(b - a == 10_000 for a, b in itertools.pairwise(ts))
     rate[0] = 5.0  # a step-up step, a second after a reading: the pending one (9 s away) moves too
     step = ts[-1] + 1_000
     clock.retime(step)
-    later = [objs[0]["ts"] for ch, objs in _run(clock, step, step + 100_000) if ch is Channel.TELEMETRY]
+    later = [int(str(objs[0]["ts"])) for ch, objs in _run(clock, step, step + 100_000) if ch is Channel.TELEMETRY]
     assert later[0] - step == 9_000 // 5
     assert all(b - a == 2_000 for a, b in itertools.pairwise(later))
 
