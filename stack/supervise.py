@@ -43,9 +43,7 @@ class Child:
     log: Path
 
 
-def start_child(
-    name: str, args: list[str], env: dict[str, str], logs: Path, echo: bool = False, quiet: bool = False
-) -> Child:
+def start_child(name: str, args: list[str], env: dict[str, str], logs: Path, echo: bool = False) -> Child:
     """``python -m estatewatch ARGS`` in its own session, its output in ``logs/NAME.log`` (or the terminal)."""
     log = logs / f"{name}.log"
     out = None if echo else log.open("ab")
