@@ -753,7 +753,7 @@ def load_verify(folder: Path, **values: Any) -> None:
 @click.argument("folders", nargs=-1, type=click.Path(path_type=Path, file_okay=False, exists=True))
 def load_report(folders: tuple[Path, ...]) -> None:
     """The report of finished runs again (verdict, throughput, latency, storm, steps, CPU and memory)."""
-    from load.run import report_folder
+    from load.report import report_folder
 
     for folder in folders:
         try:
