@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors
-from api.routes import alerts, devices, estate, health, page, telemetry, tokens
+from api.routes import alerts, devices, estate, health, page, rejects, telemetry, tokens
 from api.settings import ApiSettings
 from api.state import open_state
 
@@ -96,7 +96,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         redoc_url=None,
     )
     errors.install(app)
-    for module in (devices, estate, telemetry, alerts, tokens):
+    for module in (devices, rejects, estate, telemetry, alerts, tokens):
         app.include_router(module.router, prefix=PREFIX)
     app.include_router(health.router)
     app.include_router(page.router)

@@ -5,7 +5,7 @@ import secrets
 
 from api.mqtt import ApiBroker, DynsecError
 from devices.types import DeviceType
-from store.dynsec import acl_json, device_client, device_role, device_username
+from store.dynsec import acl_json, client_enabled_command, device_client, device_role, device_username
 
 username = device_username
 
@@ -40,8 +40,7 @@ async def rotate(broker: ApiBroker, site: str, device_id: str) -> str:
 
 async def set_enabled(broker: ApiBroker, site: str, device_id: str, enabled: bool) -> None:
     """Disabling kicks the device's live connection (Mosquitto does so on disableClient)."""
-    command = "enableClient" if enabled else "disableClient"
-    await broker.dynsec({"command": command, "username": username(site, device_id)})
+    await broker.dynsec(client_enabled_command(username(site, device_id), enabled))
 
 
 async def remove(broker: ApiBroker, site: str, device_id: str) -> None:

@@ -12,30 +12,22 @@ import contextlib
 import json
 import logging
 import random
-import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Self
 
 import aiomqtt
 
+from store.dynsec import DYNSEC_RESPONSE, DYNSEC_TOPIC, DynsecCalls, DynsecError
 from store.settings import MqttTarget
 
+__all__ = ["ApiBroker", "BrokerError", "DynsecError"]
 log = logging.getLogger("estatewatch.api.mqtt")
-DYNSEC_TOPIC = "$CONTROL/dynamic-security/v1"
-DYNSEC_RESPONSE = DYNSEC_TOPIC + "/response"
 ALERTS_FILTER = "estate/v1/+/alerts/#"
 TELEMETRY_FILTER = "estate/v1/+/+/+/telemetry"
 
 
 class BrokerError(Exception):
     """The broker is away or did not answer in time."""
-
-
-class DynsecError(Exception):
-    def __init__(self, command: str, error: str) -> None:
-        super().__init__(f"{command}: {error}")
-        self.command = command
-        self.error = error
 
 
 class ApiBroker:
@@ -45,7 +37,7 @@ class ApiBroker:
         self.timeout_s = timeout_s
         self.connected = asyncio.Event()
         self._client: aiomqtt.Client | None = None
-        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._dynsec = DynsecCalls()
         self._listeners: set[asyncio.Queue[dict[str, Any]]] = set()
         self.on_alert_change: list[Callable[[dict[str, Any] | None], None]] = []  # None: maybe missed some
         self.on_reconnect: list[Callable[[], None]] = []
@@ -101,24 +93,19 @@ class ApiBroker:
             finally:
                 self._client = None
                 self.connected.clear()
-                for fut in self._pending.values():
-                    if not fut.done():
-                        fut.set_exception(BrokerError("the broker connection closed"))
+                self._dynsec.fail_all(BrokerError("the broker connection closed"))
             await asyncio.sleep(delay * random.uniform(0.5, 1.5))
             delay = min(delay * 2, 30.0)
 
     def _dispatch(self, topic: str, payload: Any) -> None:
+        if topic == DYNSEC_RESPONSE:
+            self._dynsec.answer(payload)
+            return
         try:
             doc = json.loads(payload)
         except (ValueError, TypeError, RecursionError):
             return
         if not isinstance(doc, dict):
-            return
-        if topic == DYNSEC_RESPONSE:
-            for response in doc.get("responses") or []:
-                fut = self._pending.pop(str(response.get("correlationData")), None)
-                if fut is not None and not fut.done():
-                    fut.set_result(response)
             return
         for changed in self.on_alert_change:
             changed(doc)
@@ -138,27 +125,14 @@ class ApiBroker:
 
     async def dynsec(self, *commands: dict[str, Any]) -> list[dict[str, Any]]:
         """Run dynamic-security commands in one message; raises DynsecError on the first that failed."""
-        batch = uuid.uuid4().hex
-        futures = []
-        sent = []
-        for i, command in enumerate(commands):
-            key = f"{batch}-{i}"
-            fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-            self._pending[key] = fut
-            futures.append(fut)
-            sent.append({**command, "correlationData": key})
+        message, futures = self._dynsec.request(*commands)
         try:
-            await self.publish(DYNSEC_TOPIC, json.dumps({"commands": sent}).encode())
-            responses = await asyncio.wait_for(asyncio.gather(*futures), self.timeout_s)
+            await self.publish(DYNSEC_TOPIC, message)
+            return await self._dynsec.results(futures, self.timeout_s)
         except TimeoutError as exc:
             raise BrokerError("the broker's dynamic-security plugin did not answer") from exc
         finally:
-            for i in range(len(commands)):
-                self._pending.pop(f"{batch}-{i}", None)
-        for response in responses:
-            if response.get("error"):
-                raise DynsecError(str(response.get("command")), str(response["error"]))
-        return list(responses)
+            self._dynsec.forget(futures)
 
     @contextlib.asynccontextmanager
     async def alert_changes(self, backlog: int = 1000) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:

@@ -48,9 +48,17 @@ class Results:
     latency_p99_ms: float = 0.0
     latency_probes: int = 0
     lost: int = 0
+    poison_share: float = 0.0
+    poisoned_valid_msg_s: float = 0.0
+    poisoned_lost: int = 0
 
     def ratios(self) -> dict[str, float]:
-        return {
+        poisoned = (
+            {f"valid msg/s with {self.poison_share:.0%} bad / clean": self.poisoned_valid_msg_s / self.ingest_msg_s}
+            if self.poison_share and self.ingest_msg_s
+            else {}
+        )
+        return poisoned | {
             "ingest / broker drain": self.ingest_msg_s / self.broker_drain_msg_s if self.broker_drain_msg_s else 0,
             "ingest / InfluxDB write": self.ingest_points_s / self.influx_write_points_s
             if self.influx_write_points_s
@@ -280,7 +288,9 @@ async def latency(
     say(f"  paced stream {result.rate:,.0f} msg/s for {result.seconds:.1f} s, {len(delays)} probes")
 
 
-async def run(settings: Settings, count: int, latency_s: float, workers: int, say: Say) -> Results:
+async def run(
+    settings: Settings, count: int, latency_s: float, workers: int, say: Say, poison_share: float = 0.0
+) -> Results:
     stack = LocalStack(settings)
     async with Registry(settings.db_url) as reg:
         from devices.types import DeviceType
@@ -304,6 +314,15 @@ async def run(settings: Settings, count: int, latency_s: float, workers: int, sa
     say(f"4/4 publish-to-queryable latency at 70 % of that rate for {latency_s:.0f} s")
     await latency(stack, devices, 0.7 * results.ingest_msg_s, latency_s, workers, results, say)
     say(f"    p50 {results.latency_p50_ms:.0f} ms, p99 {results.latency_p99_ms:.0f} ms")
+    if poison_share:
+        from bench.flood_bench import poisoned_drain
+
+        say(f"5/5 the same drain with {poison_share:.0%} bad messages from one device (one worker)")
+        results.poison_share = poison_share
+        results.poisoned_valid_msg_s, results.poisoned_lost = await poisoned_drain(
+            stack, devices, count, poison_share, say
+        )
+        say(f"    {results.poisoned_valid_msg_s:,.0f} valid msg/s, lost {results.poisoned_lost}")
     return results
 
 
@@ -321,6 +340,11 @@ def report(results: Results) -> str:
         f"| latency at {results.latency_rate_msg_s:,.0f} msg/s: p50 / p99 | {results.latency_p50_ms:.0f} ms / "
         f"{results.latency_p99_ms:.0f} ms ({results.latency_probes} probes) |",
     ]
+    if results.poison_share:
+        lines.append(
+            f"| ingest with {results.poison_share:.0%} bad messages | {results.poisoned_valid_msg_s:,.0f} valid msg/s, "
+            f"lost {results.poisoned_lost} |"
+        )
     lines += [f"| {k} | {v:.2f} |" for k, v in results.ratios().items()]
     return "\n".join(lines)
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import gmqtt
-from gmqtt.storage import PersistentStorage
 
 from devices.topics import device_topic
 from devices.types import Channel
+from store.mqtt import PublishWindow, publish_qos1
 from store.registry.db import DeviceInfo
 from store.settings import MqttTarget
 
@@ -29,17 +29,6 @@ class PublishResult:
     @property
     def rate(self) -> float:
         return self.sent / self.seconds if self.seconds else 0.0
-
-
-class _Window(PersistentStorage):  # type: ignore[misc]
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.free = asyncio.Semaphore(size)
-
-    def remove_message_by_mid(self, mid: int) -> None:
-        if mid in self._messages:
-            self.free.release()
-        super().remove_message_by_mid(mid)
 
 
 def smoke_messages(devices: list[DeviceInfo], start_ms: int, first_seq: int = 1) -> Iterator[tuple[str, bytes]]:
@@ -67,12 +56,12 @@ class Publisher:
         self.target = target
         self.connections = connections
         self.client_prefix = client_prefix
-        self._clients: list[tuple[Any, _Window]] = []
+        self._clients: list[tuple[Any, PublishWindow]] = []
         self._next = 0
 
     async def __aenter__(self) -> "Publisher":
         for i in range(self.connections):
-            window = _Window(WINDOW)
+            window = PublishWindow(WINDOW)
             client = gmqtt.Client(f"{self.client_prefix}-{i}", persistent_storage=window)
             if self.target.username:
                 client.set_auth_credentials(self.target.username, self.target.password)
@@ -89,13 +78,7 @@ class Publisher:
     async def send(self, topic: str, payload: bytes) -> None:
         client, window = self._clients[self._next % len(self._clients)]
         self._next += 1
-        await window.free.acquire()
-        while True:
-            try:
-                client.publish(topic, payload, qos=1)
-                return
-            except OverflowError:  # gmqtt frees a packet id a moment after the PUBACK
-                await asyncio.sleep(0.001)
+        await publish_qos1(client, window, topic, payload)
 
     async def publish(
         self, messages: Iterator[tuple[str, bytes]], count: int, rate: float | None = None

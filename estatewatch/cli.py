@@ -281,26 +281,33 @@ def simulate(
 # -- services ----------------------------------------------------------------------------------
 
 
-def _run_service(coro: Any) -> None:
+def _run_service(coro: Any) -> Any:
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(coro)
+        return asyncio.run(coro)
+    return None
 
 
 def _serve(service: Any, name: str, extra: dict[str, Any]) -> None:
-    """Run a service (an async context manager with stop() and wait()) until SIGTERM or Ctrl-C."""
+    """Run a service (an async context manager with stop(), wait() and failed) until SIGTERM or
+    Ctrl-C; exits 1 when it stopped because one of its tasks failed, so a supervisor can tell."""
 
-    async def serve() -> None:
+    async def serve() -> BaseException | None:
         loop = asyncio.get_running_loop()
         async with service as svc:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, svc.stop)
             logging.getLogger(f"estatewatch.{name}").info(f"{name} running", extra=extra)
             await svc.wait()
+        failed: BaseException | None = service.failed
+        return failed
 
     try:
-        _run_service(serve())
+        failed = _run_service(serve())
     except ConnectionError as exc:
         _fail(str(exc))
+    if failed is not None:
+        click.echo(f"{name} stopped because a task failed: {failed!r}", err=True)
+        sys.exit(1)
 
 
 @main.command()
@@ -679,18 +686,58 @@ def bench_api(rate: float, seconds: float, json_out: Path | None, **values: Any)
     show_default=True,
     help="ingest workers sharing the stream in the sustained-rate measurement",
 )
+@click.option(
+    "--poison-share",
+    type=click.FloatRange(0, 0.5),
+    default=0.0,
+    show_default=True,
+    help="also drain the backlog with this share of bad messages from one device, e.g. 0.1",
+)
 @click.option("--json-out", type=click.Path(path_type=Path), default=None, help="also write the figures as JSON")
 @_stack_options
 @setting("db_url")
-def bench_ingest(messages: int, latency_seconds: float, workers: int, json_out: Path | None, **values: Any) -> None:
+def bench_ingest(
+    messages: int, latency_seconds: float, workers: int, poison_share: float, json_out: Path | None, **values: Any
+) -> None:
     """Ingest's sustained rate, CPU, RSS and latency against raw Mosquitto and InfluxDB rates."""
     from bench.ingest_bench import report, run, save
 
     settings = settings_from(values, Settings)
-    results = asyncio.run(run(settings, messages, latency_seconds, workers, lambda line: click.echo(line, err=True)))
+    results = asyncio.run(
+        run(settings, messages, latency_seconds, workers, lambda line: click.echo(line, err=True), poison_share)
+    )
     click.echo(report(results))
     if json_out:
         save(results, json_out)
+
+
+@bench.command("flood")
+@click.option("--seconds", type=click.FloatRange(min=15), default=30.0, show_default=True,
+              help="length of the live valid stream; the flood runs in its middle third")  # fmt: skip
+@click.option("--stream-share", type=click.FloatRange(0.05, 1), default=0.5, show_default=True,
+              help="the live stream's rate, as a share of ingest's clean drain rate measured first")  # fmt: skip
+@click.option("--poison", type=click.IntRange(min=100), default=10_000, show_default=True,
+              help="bad messages from one device")  # fmt: skip
+@click.option("--rate", type=click.FloatRange(min=10), default=1000.0, show_default=True,
+              help="bad messages per second")  # fmt: skip
+@click.option("--json-out", type=click.Path(path_type=Path), default=None, help="also write the figures as JSON")
+@_stack_options
+@setting("db_url")
+@setting("estate_file")
+def bench_flood(
+    seconds: float, stream_share: float, poison: int, rate: float, json_out: Path | None, **values: Any
+) -> None:
+    """A flood of bad messages from one device amid a live stream at a share of ingest's measured rate:
+    valid points stored before and during it, every reject counted, nothing unacknowledged, no
+    poison after a restart, one invalid_payloads alert."""
+    from bench.flood_bench import report_flood, run_flood, save_flood
+
+    settings = settings_from(values, Settings)
+    say = lambda line: click.echo(line, err=True)  # noqa: E731
+    results = asyncio.run(run_flood(settings, poison, rate, seconds, stream_share, say))
+    click.echo(report_flood(results))
+    if json_out:
+        save_flood(results, json_out)
 
 
 # -- load --------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The nine EstateWatch boards. Every query reads only what ingest and the rules service write
-(store/series.py, ingest_stats, ingest_completeness, ingest_rejects, alerts, alerts_open); the tests
+(store/series.py, ingest_stats, ingest_completeness, ingest_reject_counts, alerts, alerts_open); the tests
 run each one against a real InfluxDB holding a simulated estate day.
 """
 
@@ -414,8 +414,8 @@ def platform() -> dict[str, Any]:
                          alias="arrival to PUBACK")],
                   unit="s", width=12),
             Panel("timeseries", "Rejects by reason",
-                  [Query(f'SELECT count("payload_bytes") FROM "ingest_rejects" WHERE {S} GROUP BY {PER}, "reason" '
-                         f"fill(0)", alias="$tag_reason")],
+                  [Query(f'SELECT sum("count") FROM "rejects"."ingest_reject_counts" WHERE {S} GROUP BY {PER}, '
+                         f'"reason" fill(0)', alias="$tag_reason")],
                   width=12),
             Panel("timeseries", "Spool depth and messages in flight",
                   [Query(f'SELECT max("spool_bytes") FROM "ingest_stats" WHERE $timeFilter GROUP BY {PER}, "worker"',

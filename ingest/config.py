@@ -5,6 +5,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from store.retention import DURATION_PATTERN
 from store.settings import Settings
 
 
@@ -27,6 +28,9 @@ class IngestSettings(Settings):
         pattern=r"^[A-Za-z0-9_.-]{1,64}$",
         description="MQTT client id: stable per worker (a restart resumes its session), unique per worker",
     )
+    ingest_registry_refresh_s: float = Field(
+        30.0, gt=0, le=3600, description="re-read the registry's devices this often, s (at once for an unknown one)"
+    )
     ingest_spool_dir: Path | None = Field(
         None, description="disk spool for InfluxDB outages; default RUN_DIR/spool/CLIENT_ID"
     )
@@ -40,6 +44,34 @@ class IngestSettings(Settings):
     ingest_completeness_s: int = Field(60, ge=0, description="ingest_completeness period, s (0: off)")
     ingest_stats_s: float = Field(10.0, ge=0, le=3600, description="period of the ingest_stats points, s (0: off)")
     ingest_drain_s: float = Field(20.0, ge=0, description="on SIGTERM, flush for at most this long")
+    ingest_reject_budget_per_min: int = Field(
+        60,
+        ge=1,
+        le=1_000_000,
+        description="rejects a minute one device may have kept whole (payload stored, dead-letter notice); past it "
+        "they are only counted per reason, and the device is reported noisy (the rules' invalid_payloads)",
+    )
+    ingest_rejects_kept_per_day: int = Field(
+        1000, ge=0, description="whole dead letters one device may store in a (UTC) day; past it they are only counted"
+    )
+    ingest_reject_count_s: float = Field(
+        1.0, gt=0, le=60, description="reject counts are written (and those rejects acknowledged) this often, s"
+    )
+    ingest_rejects_retention: str = Field(
+        "30d",
+        pattern=DURATION_PATTERN,
+        description="how long InfluxDB keeps dead letters and reject counts (retention policy 'rejects'), "
+        "e.g. 30d, 12h, INF",
+    )
+    ingest_notice_queue: int = Field(
+        1000, ge=1, le=1_000_000, description="dead-letter notices waiting for the broker; past it they are dropped"
+    )
+    ingest_quarantine_per_min: int = Field(
+        0,
+        ge=0,
+        description="quarantine a device with this many rejects in one minute: disable its broker client and "
+        "its registry entry (0: off; the ingest broker user then needs the dynamic-security admin role)",
+    )
 
     @property
     def spool_dir(self) -> Path:

@@ -12,6 +12,20 @@ class IngestMetrics:
             "ingest_duplicate_readings", "readings whose device seq this worker saw already", registry=r
         )
         self.rejects = Counter("ingest_rejects", "messages rejected, by reason", ["reason"], registry=r)
+        self.rejects_counted_only = Counter(
+            "ingest_rejects_counted_only", "rejects past their device's budget: counted, not kept whole", registry=r
+        )
+        self.notices = Counter(
+            "ingest_notices", "dead-letter notices and noisy-device reports, sent or dropped", ["outcome"], registry=r
+        )
+        self.noisy_reports = Counter("ingest_noisy_reports", "reports of devices past their reject budget", registry=r)
+        self.quarantined = Counter("ingest_quarantined_devices", "noisy devices taken off the broker", registry=r)
+        self.acknowledged = Counter(
+            "ingest_acknowledged", "messages acknowledged, by how they ended", ["outcome"], registry=r
+        )
+        self.handler_errors = Counter(
+            "ingest_handler_errors", "messages whose handling failed in ingest itself (a bug)", registry=r
+        )
         self.points_written = Counter("ingest_points_written", "points InfluxDB accepted", registry=r)
         self.points_refused = Counter("ingest_points_refused", "points InfluxDB refused (400)", registry=r)
         self.spooled_points = Counter(
@@ -45,4 +59,7 @@ class IngestMetrics:
         )
         # Label children resolved once: .labels() per message costs a lookup and a lock.
         self.messages_by_channel = {c: self.messages.labels(c) for c in ("telemetry", "event", "status", "invalid")}
+        self.acknowledged_by = {o: self.acknowledged.labels(o) for o in ("stored", "spooled", "rejected")}
+        for outcome in ("sent", "dropped"):
+            self.notices.labels(outcome)  # shown from the start, at 0
         self.connected = Gauge("ingest_mqtt_connected", "1 while connected to the broker", registry=r)

@@ -2,9 +2,10 @@
 
 MQTT client: gmqtt with MQTT 5 and ``optimistic_acknowledgement=False``, which sends a message's
 PUBACK only when its async handler returns. The handler returns once the message's points are stored
-in InfluxDB or fsynced to the spool, so an acknowledged message is never lost. aiomqtt acknowledges
-before the application sees a message (its issue 345); paho could ack manually but runs its network
-loop in a thread and measured ~44k msg/s against gmqtt's ~119k on this machine class.
+in InfluxDB or fsynced to the spool, or, for a message judged bad, once its dead-letter record is, so
+an acknowledged message is never lost and a bad one is acknowledged exactly once. aiomqtt
+acknowledges before the application sees a message (its issue 345); paho could ack manually but runs
+its network loop in a thread and measured ~44k msg/s against gmqtt's ~119k on this machine class.
 """
 
 import asyncio
@@ -13,42 +14,38 @@ import time
 from collections.abc import Coroutine
 from typing import Any, Self
 
-from devices.catalog import PayloadError, parse_payload
 from devices.payloads.common import Status
-from devices.topics import TopicError, parse_topic, subscription
+from devices.topics import subscription
 from devices.types import Channel, DeviceType
+from ingest.admission import Admission, Refused, Verdict
 from ingest.batcher import Batcher
+from ingest.budget import RejectBudget
 from ingest.completeness import Completeness, SeqTracker
 from ingest.config import IngestSettings
 from ingest.lines import encode, forget_series
 from ingest.metrics import IngestMetrics
-from ingest.rejects import Rejects
+from ingest.rejects import REJECTS_RP, Letter, Notices, QuarantineError, RejectBook, RejectCounts, Source, Stamps
 from ingest.selfstats import SelfStats
 from ingest.spool import Spool
-from ingest.writer import Entry, Writer
+from ingest.writer import Entry, Outcome, Writer
 from store.consumer import StreamConsumer
+from store.devices import DeviceAdmin
+from store.dynsec import DYNSEC_RESPONSE, DYNSEC_TOPIC, DynsecCalls, DynsecError, client_enabled_command
 from store.health import HealthServer
 from store.influx import Influx, InfluxError
 from store.registry.db import DeviceInfo, Registry
+from store.retention import ensure_policy, policies
 
 log = logging.getLogger("estatewatch.ingest")
-REGISTRY_REFRESH_S = 30.0
 # An unknown device makes the worker re-read the registry (it may have been registered through the
 # API a moment ago), at most this often; its message waits for that read instead of being rejected.
 UNKNOWN_REFRESH_MIN_S = 1.0
-
-
-def _duration_ms(text: str) -> int:
-    """InfluxQL durations as SHOW RETENTION POLICIES prints them, e.g. '168h0m0s'; 0 means forever."""
-    total, number = 0.0, ""
-    units = {"h": 3_600_000, "m": 60_000, "s": 1000}
-    for ch in text:
-        if ch.isdigit() or ch == ".":
-            number += ch
-        elif ch in units and number:
-            total += float(number) * units[ch]
-            number = ""
-    return int(total)
+DYNSEC_TIMEOUT_S = 10.0
+# The plugin answers in milliseconds; a broker that refuses our $CONTROL publish does not answer at all.
+RIGHTS_CHECK_TIMEOUT_S = 3.0
+# gmqtt sends a PUBACK with this code when the handler fails to judge a message at all (a bug):
+# "unspecified error" ends the delivery, so a message ingest cannot handle never wedges the session.
+UNSPECIFIED_ERROR = 0x80
 
 
 class IngestService(StreamConsumer):
@@ -58,9 +55,12 @@ class IngestService(StreamConsumer):
         self.metrics = IngestMetrics()
         self.seqs = SeqTracker()
         self.devices: dict[tuple[str, DeviceType, str], DeviceInfo] = {}
-        self.max_age_ms = 0
+        self.sites: set[str] = set()
+        self.admission = Admission(settings.ingest_future_tolerance_s)
         self._last_refresh = 0.0
         self._refresh_lock = asyncio.Lock()
+        self._dynsec = DynsecCalls()
+        self._started = False
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def __aenter__(self) -> Self:
@@ -77,22 +77,30 @@ class IngestService(StreamConsumer):
             if self.spool:
                 log.warning("spool holds %d batches from before; replaying", self.spool.depth)
             self.metrics.spool_bytes.set(self.spool.bytes)
-            self.rejects = Rejects(self.metrics, s.ingest_client_id, self._publish)
             self.writer = Writer(
-                self.influx,
-                self.spool,
-                self.metrics,
-                spool_after_s=s.ingest_spool_after_s,
-                gzip_mode=s.ingest_gzip,
-                on_reject=self._influx_refused,
+                self.influx, self.spool, self.metrics, spool_after_s=s.ingest_spool_after_s, gzip_mode=s.ingest_gzip
             )
             self.batcher = Batcher(self.writer, s.ingest_batch_size, s.ingest_batch_ms)
+            self.notices = Notices(s.ingest_notice_queue, self.metrics)
+            counts = RejectCounts(s.ingest_client_id, s.ingest_reject_count_s, self.batcher.add, Stamps())
+            self.rejects = RejectBook(
+                self.metrics,
+                s.ingest_client_id,
+                RejectBudget(s.ingest_reject_budget_per_min, s.ingest_rejects_kept_per_day),
+                counts,
+                self.notices,
+                self.batcher.add,
+                quarantine_per_min=s.ingest_quarantine_per_min,
+            )
             if s.ingest_metrics_port:
                 self.health = await self._stack.enter_async_context(
                     HealthServer(s.ingest_metrics_host, s.ingest_metrics_port, self.metrics.registry, self.problem)
                 )
             self._start_ingest_tasks()
             await self._connect()
+            if s.ingest_quarantine_per_min:
+                await self._check_quarantine_rights()
+            self._started = True
         except BaseException:
             await self._close()
             raise
@@ -103,9 +111,13 @@ class IngestService(StreamConsumer):
             "batch-flush": self.batcher.flush_forever(),
             "spool-replay": self.writer.replay_forever(),
             "registry-refresh": self._refresh_forever(),
+            "reject-counts": self.rejects.counts.flush_forever(self.rejects.sweep),
+            "notices": self.notices.publish_forever(self.publish),
         }
         for i in range(self.settings.ingest_writers):
             jobs[f"writer-{i}"] = self.batcher.write_forever()
+        if self.settings.ingest_quarantine_per_min:
+            jobs["quarantine"] = self.rejects.quarantine_forever(self._quarantine)
         if self.settings.ingest_completeness_s:
             jobs["completeness"] = Completeness(
                 self.influx, self.metrics, self.settings.ingest_completeness_s
@@ -121,8 +133,13 @@ class IngestService(StreamConsumer):
         self.accepting = False
         if not hasattr(self, "batcher"):
             return
+
+        async def settle_everything() -> None:
+            await self.rejects.counts.flush()
+            await self.batcher.drain()
+
         try:
-            await asyncio.wait_for(self.batcher.drain(), self.settings.ingest_drain_s)
+            await asyncio.wait_for(settle_everything(), self.settings.ingest_drain_s)
         except TimeoutError:
             log.error(
                 "drain deadline of %.0f s passed; unflushed messages will be redelivered", self.settings.ingest_drain_s
@@ -133,18 +150,21 @@ class IngestService(StreamConsumer):
     async def _prepare_influx(self) -> None:
         try:
             await self.influx.create_database()
-            policies = (await self.influx.query(f'SHOW RETENTION POLICIES ON "{self.influx.database}"'))[0]
+            said = await ensure_policy(self.influx, REJECTS_RP, self.settings.ingest_rejects_retention)
+            if said:
+                log.info(said)
+            found = await policies(self.influx)
         except InfluxError as exc:
-            log.warning("cannot read the retention policy yet (%s); not rejecting old readings", exc)
+            log.warning("cannot read the retention policies yet (%s); not rejecting old readings", exc)
             return
-        for series in policies:
-            for row in series.rows():
-                if row.get("default"):
-                    self.max_age_ms = _duration_ms(str(row.get("duration", "0s")))
+        for policy in found.values():
+            if policy.default:
+                self.admission = Admission(self.settings.ingest_future_tolerance_s, policy.duration_ms)
 
     async def _refresh_devices(self) -> None:
         self._last_refresh = time.monotonic()
         self.devices = await self.registry.device_index()
+        self.sites = {site for site, _, _ in self.devices}
         forget_series()
 
     async def _refresh_for_unknown(self) -> None:
@@ -158,7 +178,7 @@ class IngestService(StreamConsumer):
 
     async def _refresh_forever(self) -> None:
         while True:
-            await asyncio.sleep(REGISTRY_REFRESH_S)
+            await asyncio.sleep(self.settings.ingest_registry_refresh_s)
             await self._refresh_devices()
 
     async def _connect(self) -> None:
@@ -171,88 +191,129 @@ class IngestService(StreamConsumer):
             share_group=s.ingest_share_group,
             filters=[subscription(ch) for ch in Channel],
             connected_gauge=self.metrics.connected,
+            own_filters=(DYNSEC_RESPONSE,) if s.ingest_quarantine_per_min else (),
         )
-
-    def _publish(self, topic: str, payload: bytes) -> None:
-        if self._client is not None and self.connected:
-            self._client.publish(topic, payload, qos=1)
 
     def problem(self) -> str | None:
         """None when healthy, else what is wrong (served on /healthz)."""
+        if not self._started:
+            return "starting"
         if not self.connected:
             return "not connected to the broker"
+        if self.writer.holding:
+            return f"not acknowledging: {self.writer.holding}"
         if self.spool.bytes >= self.spool.max_bytes:
             return "spool full: InfluxDB has been away too long"
         if any(t.done() for t in self._tasks):
             return "a worker task has stopped"
         return None
 
+    # -- quarantine ------------------------------------------------------------------------------
+    async def _dynsec_call(
+        self, *commands: dict[str, Any], timeout_s: float = DYNSEC_TIMEOUT_S
+    ) -> list[dict[str, Any]]:
+        message, futures = self._dynsec.request(*commands)
+        await self.publish(DYNSEC_TOPIC, message)
+        return await self._dynsec.results(futures, timeout_s)
+
+    async def _check_quarantine_rights(self) -> None:
+        """Quarantine needs dynamic-security rights: find out at start, not at the first flood."""
+        try:
+            await self._dynsec_call({"command": "getDefaultACLAccess"}, timeout_s=RIGHTS_CHECK_TIMEOUT_S)
+        except (TimeoutError, DynsecError) as exc:
+            raise ConnectionError(
+                "ESTATEWATCH_INGEST_QUARANTINE_PER_MIN is set, but the broker does not answer this user's "
+                f"dynamic-security commands ({exc!r}): give the ingest broker user the admin role, or set it to 0"
+            ) from None
+
+    async def _quarantine(self, source: Source) -> None:
+        from store.dynsec import device_username
+
+        assert source.device_id is not None
+        try:
+            await self._dynsec_call(client_enabled_command(device_username(source.site, source.device_id), False))
+            await DeviceAdmin(self.registry).set_enabled(source.site, source.device_id, False)
+        except (TimeoutError, DynsecError, OSError) as exc:
+            raise QuarantineError(repr(exc)) from exc
+        log.warning("quarantined a noisy device: its broker client and registry entry are disabled",
+                    extra={"device": source.key})  # fmt: skip
+        await self._refresh_devices()
+
     # -- messages --------------------------------------------------------------------------------
     async def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
+        if topic == DYNSEC_RESPONSE:
+            self._dynsec.answer(payload)
+            return 0
         if not self.accepting:
             # Never acknowledged: the broker redelivers it after this worker (or its session) returns.
             await self._until_closed()
             return 0
         received = time.perf_counter()
         self.metrics.inflight.inc()
+        letter = Letter.of(topic, payload)
         try:
-            entry = await self._accept(topic, payload, properties)
-            self.batcher.add(entry)
-            await entry.done
-        except Exception:
-            # A bug must not take the worker down, nor lose the message: it goes to the dead letters.
+            if properties.get("dup"):
+                self.metrics.redeliveries.inc()
+            verdict = await self.admission.judge(topic, payload, self._lookup, int(time.time() * 1000))
+            del payload  # from here on only its lines or its letter: 256 KiB messages are not held
+            outcome = await self._settle(verdict, letter)
+        except Exception:  # the one catch-all: see below
+            # A bug in ingest itself. Nothing may escape to gmqtt (no PUBACK would go out and the
+            # message would come back on every reconnect): tried once as a dead letter, else let go.
+            self.metrics.handler_errors.inc()
             log.exception("unexpected error handling a message on %s", topic[:200])
-            entry = Entry([self.rejects.record(topic, payload, "internal_error", "see ingest logs")])
-            self.batcher.add(entry)
-            await entry.done
+            try:
+                outcome = await self._reject(letter, "internal_error", "see ingest logs", None)
+            except Exception:  # the dead-letter path itself failed: a bug, logged
+                log.exception("could not even dead-letter it; acknowledging it as an error")
+                return UNSPECIFIED_ERROR
         finally:
             self.metrics.inflight.dec()
             self.metrics.ack_seconds.observe(time.perf_counter() - received)
+        self.metrics.acknowledged_by[outcome].inc()
         return 0
 
-    def _reject(self, topic: str, payload: bytes, reason: str, detail: str) -> Entry:
-        return Entry([self.rejects.record(topic, payload, reason, detail)], topic=topic, payload=payload)
-
-    def _influx_refused(self, entry: Entry, detail: str) -> None:
-        self.batcher.add(Entry([self.rejects.record(entry.topic, entry.payload, "influx_refused", detail)]))
-
-    async def _accept(self, topic: str, payload: bytes, properties: dict[str, Any]) -> Entry:
-        if properties.get("dup"):
-            self.metrics.redeliveries.inc()
-        try:
-            t = parse_topic(topic)
-        except TopicError as exc:
-            self.metrics.messages_by_channel["invalid"].inc()
-            return self._reject(topic, payload, exc.reason, str(exc))
-        self.metrics.messages_by_channel[t.channel.value].inc()
-        key = (t.site, t.device_type, t.device_id)
+    async def _lookup(self, site: str, device_type: DeviceType, device_id: str) -> DeviceInfo | None:
+        """The registry's device; an unknown one waits for a fresh read (it may be minutes old)."""
+        key = (site, device_type, device_id)
         device = self.devices.get(key)
         if device is None:
             await self._refresh_for_unknown()
             device = self.devices.get(key)
-        if device is None:
-            return self._reject(topic, payload, "unknown_device", f"no {t.device_type} {t.device_id!r} at {t.site!r}")
-        if not device.enabled:
-            return self._reject(topic, payload, "device_disabled", f"{t.device_id} is disabled")
-        try:
-            parsed = parse_payload(t.device_type, t.channel, payload)
-        except PayloadError as exc:
-            return self._reject(topic, payload, exc.reason, str(exc))
-        if isinstance(parsed, Status):
-            return Entry([encode(device, t.channel, parsed)], topic=topic, payload=payload)
-        now_ms = int(time.time() * 1000)
-        newest = max(r.ts for r in parsed)
-        if newest > now_ms + self.settings.ingest_future_tolerance_s * 1000:
-            return self._reject(
-                topic,
-                payload,
-                "future",
-                f"ts {newest} is ahead of the clock by more than {self.settings.ingest_future_tolerance_s} s",
-            )
-        oldest = min(r.ts for r in parsed)
-        if self.max_age_ms and oldest < now_ms - self.max_age_ms:
-            return self._reject(topic, payload, "too_old", f"ts {oldest} is older than the retention policy")
-        for r in parsed:
-            if self.seqs.seen_before(t.site, t.device_id, r.seq):
-                self.metrics.duplicates.inc()
-        return Entry([encode(device, t.channel, r) for r in parsed], topic=topic, payload=payload)
+        return device
+
+    async def _settle(self, verdict: Verdict, letter: Letter) -> str:
+        """Store the message or dead-letter it; returns how it ended once that is durable."""
+        channel = verdict.topic.channel.value if verdict.topic else "invalid"
+        self.metrics.messages_by_channel[channel].inc()
+        if isinstance(verdict, Refused):
+            return await self._reject(letter, verdict.reason, verdict.detail, verdict)
+        t, device = verdict.topic, verdict.device
+        assert isinstance(device, DeviceInfo)
+        items = verdict.items
+        if isinstance(items, Status):
+            entry = Entry([encode(device, t.channel, items)])
+        else:
+            for r in items:
+                if self.seqs.seen_before(t.site, t.device_id, r.seq):
+                    self.metrics.duplicates.inc()
+            entry = Entry([encode(device, t.channel, r) for r in items])
+        self.batcher.add(entry)
+        outcome = await entry.done
+        if outcome is Outcome.REFUSED:
+            refused = Refused("influx_refused", entry.refusal, t, registered=True)
+            return await self._reject(letter, refused.reason, refused.detail, refused)
+        return str(outcome.value)
+
+    def _source(self, letter: Letter, verdict: Refused | None) -> Source:
+        """Whom a reject is charged to: its registered device, or its site's unregistered senders."""
+        t = verdict.topic if verdict is not None else None
+        if t is not None and verdict is not None and verdict.registered:
+            return Source(t.site, t.device_type, t.device_id)
+        parts = letter.topic.split("/")
+        site = parts[2] if len(parts) > 2 and parts[2] in self.sites else "_invalid"
+        return Source(site)
+
+    async def _reject(self, letter: Letter, reason: str, detail: str, verdict: Refused | None) -> str:
+        await self.rejects.reject(letter, reason, detail, self._source(letter, verdict))
+        return "rejected"

@@ -113,8 +113,13 @@ class DeviceSilent(Rule):
     intervals: float = Field(3, ge=1, le=1000)
 
 
+class InvalidPayloads(Rule):
+    clear_after_min: float = Field(30, ge=1, le=10_080)
+
+
 class Rules(_Model):
     device_silent: DeviceSilent = DeviceSilent()
+    invalid_payloads: InvalidPayloads = InvalidPayloads()
     flying_lead: FlyingLead = FlyingLead()
     fire_lane: FireLane = FireLane()
     zombie_car: ZombieCar = ZombieCar()

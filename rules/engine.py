@@ -9,6 +9,7 @@ from typing import Any
 
 from devices.catalog import PayloadError, parse_payload
 from devices.estate import Estate, Grid
+from devices.notices import NoisyDevice, noisy_topic
 from devices.payloads.common import Status
 from devices.topics import TopicError, parse_topic
 from devices.types import Channel, DeviceType
@@ -19,6 +20,7 @@ from rules.config import RulesConfig
 from rules.context import Context, Where
 from rules.fire_lane import FireLanes
 from rules.flying_lead import FlyingLead
+from rules.invalid_payloads import InvalidPayloads
 from rules.silent import Silent
 from rules.zombie import ZombieCars
 
@@ -53,6 +55,8 @@ class Engine:
         self._zombies = ZombieCars(self.ctx)
         self._lanes = FireLanes(self.ctx, owner_of=self._zombies.owner_unit)
         self._silent = Silent()
+        self._invalid = InvalidPayloads()
+        self._noisy_topic = noisy_topic(estate.site.id)
         self._handlers: dict[DeviceType, list[Handler]] = {
             DeviceType.SMOKE_SENSOR: [fire.handle, flying.handle],
             DeviceType.RADIO: [sos.handle],
@@ -76,6 +80,8 @@ class Engine:
         """Evaluate one MQTT message; returns the alert changes it caused, in order."""
         known = self._topics.get(topic)
         if known is None:
+            if topic == self._noisy_topic:
+                return self._noisy(raw)
             try:
                 t = parse_topic(topic)
             except TopicError as exc:
@@ -95,6 +101,19 @@ class Engine:
         if isinstance(parsed, Status):
             return []  # a retained or will status says nothing about the device being heard now
         return self.feed(where, channel, parsed)
+
+    def _noisy(self, raw: bytes) -> list[AlertChange]:
+        """Ingest's report of a device past its reject budget (not a reading: the clock stays)."""
+        try:
+            report = NoisyDevice.model_validate_json(raw)
+        except ValueError:
+            return self._ignore("bad_notice")
+        where = self._where.get((report.device_type, report.device_id))
+        if where is None or report.site != self.estate.site.id:
+            return self._ignore("unknown_device")
+        self._invalid.handle(self.ctx, where, report)
+        changes, self.ctx.changes = self.ctx.changes, []
+        return changes
 
     def where(self, device_type: DeviceType, device_id: str) -> Where | None:
         return self._where.get((device_type, device_id))
@@ -131,6 +150,7 @@ class Engine:
         self._lanes.tick(self.ctx, self.clock_ms)
         self._zombies.tick(self.ctx, self.clock_ms)
         self._silent.tick(self.ctx, self.clock_ms)
+        self._invalid.tick(self.ctx, self.clock_ms)
 
     def feed_plates(self, where: Where, channel: Channel, reading: Any) -> list[AlertChange]:
         """Weeks of plate history on start: only the zombie-car rule sees it (the rest would raise
@@ -153,6 +173,10 @@ class Engine:
                 self._silent.adopt(alert)
             elif alert.rule == "zombie_car":
                 self._zombies.adopt(alert)
+            elif alert.rule == "invalid_payloads":
+                where = next((w for w in self._where.values() if w.device.id == alert.subject), None)
+                if where is not None:
+                    self._invalid.adopt(self.ctx, where, alert.last_ts)
 
     def plates_snapshot(self) -> dict[str, Any]:
         return {"clock_ms": self.clock_ms, **self._zombies.snapshot()}

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy.exc import SQLAlchemyError
 
 from devices.estate import load_estate
+from devices.notices import noisy_topic
 from devices.topics import alerts_topic, command_topic, subscription
 from devices.types import Channel, DeviceType
 from rules import rebuild
@@ -337,7 +338,7 @@ class RulesService(StreamConsumer):
             payload = json.dumps(item.message["payload"], ensure_ascii=False).encode()
             # QoS 1 in a persistent session: gmqtt resends it after a reconnect until the broker acks.
             for topic in item.message.get("topics") or [item.message["topic"]]:
-                self._client.publish(topic, payload, qos=1)
+                await self.publish(topic, payload)
         if due:
             await self.store.settle([i.id for i in due], "sent")
 
@@ -350,7 +351,7 @@ class RulesService(StreamConsumer):
             session_expiry_s=s.rules_session_expiry_s,
             receive_maximum=1000,
             share_group=s.rules_share_group,
-            filters=[subscription(ch, site) for ch in (Channel.TELEMETRY, Channel.EVENT)],
+            filters=[subscription(ch, site) for ch in (Channel.TELEMETRY, Channel.EVENT)] + [noisy_topic(site)],
             connected_gauge=self.metrics.connected,
         )
 

@@ -314,6 +314,7 @@ class AlertStore:
         site: str | None = None,
         states: Sequence[str] | None = None,
         rule: str | None = None,
+        subject: str | None = None,
         severity: str | None = None,
         grids: Sequence[str] | None = None,
         building: str | None = None,
@@ -331,6 +332,8 @@ class AlertStore:
             conditions.append(AlertRow.state.in_(states))
         if rule is not None:
             conditions.append(AlertRow.rule == rule)
+        if subject is not None:
+            conditions.append(AlertRow.subject == subject)
         if severity is not None:
             conditions.append(AlertRow.severity == severity)
         if grids is not None:

@@ -1,6 +1,7 @@
 """What every platform service that consumes the device stream shares (ingest, rules): one gmqtt
 client in a persistent session that acknowledges only when the handler returns, named background
-tasks of which any failing stops the service, and stop / wait / drain / close.
+tasks of which any failing stops the service (``failed`` says which, so the command exits non-zero),
+QoS 1 publishing within a window of unacknowledged messages, and stop / wait / drain / close.
 
 A subclass opens its clients in ``__aenter__`` (after ``_opening()``), starts its tasks with
 ``_start_tasks``, connects with ``_connect_stream`` and implements ``_on_message`` and ``drain``.
@@ -19,7 +20,7 @@ import gmqtt
 from prometheus_client import Gauge
 
 from devices.catalog import MAX_PAYLOAD_BYTES
-from store.mqtt import connect
+from store.mqtt import PublishWindow, connect, publish_qos1
 from store.settings import MqttTarget
 
 
@@ -36,6 +37,11 @@ class StreamConsumer:
         self._client: Any = None
         self._subscriptions: list[str] = []
         self._connected_gauge: Gauge | None = None
+        self.online = asyncio.Event()
+        # Our own QoS 1 publishes in flight, at most; below any broker's Receive Maximum (Mosquitto's
+        # default max_inflight_messages is 20).
+        self.window = PublishWindow(16)
+        self.failed: BaseException | None = None  # the task failure that stopped the service
 
     # -- lifecycle -------------------------------------------------------------------------------
     def _opening(self) -> None:
@@ -69,9 +75,21 @@ class StreamConsumer:
             task.add_done_callback(self._task_died)
 
     def _task_died(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            self.log.error("task %s failed; stopping", task.get_name(), exc_info=task.exception())
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None and self.accepting:
+            exc = RuntimeError(f"task {task.get_name()} returned")  # they run forever: returning is a bug
+        if exc is not None:
+            self.log.error("task %s failed; stopping", task.get_name(), exc_info=exc)
+            if self.failed is None:
+                self.failed = exc
             self.stop()
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        """QoS 1, once connected and within the window; gmqtt resends it after a reconnect until acked."""
+        await self.online.wait()
+        await publish_qos1(self._client, self.window, topic, payload)
 
     async def _close(self) -> None:
         if self._client is not None:
@@ -95,7 +113,9 @@ class StreamConsumer:
         share_group: str,
         filters: list[str],
         connected_gauge: Gauge,
+        own_filters: tuple[str, ...] = (),
     ) -> None:
+        """``filters`` go through the share group when there is one; ``own_filters`` never do."""
         client = gmqtt.Client(
             client_id,
             clean_session=False,
@@ -104,6 +124,7 @@ class StreamConsumer:
             receive_maximum=receive_maximum,
             maximum_packet_size=MAX_PAYLOAD_BYTES + 4096,
             logger=logging.getLogger(f"gmqtt.{self.name}"),
+            persistent_storage=self.window,
         )
         # Back within a fraction of a second: Mosquitto 2.0 does not persist shared subscriptions, so
         # after a broker restart nothing queues for the group until a consumer subscribes again.
@@ -111,7 +132,7 @@ class StreamConsumer:
         if target.username:
             client.set_auth_credentials(target.username, target.password)
         prefix = f"$share/{share_group}/" if share_group else ""
-        self._subscriptions = [prefix + f for f in filters]
+        self._subscriptions = [prefix + f for f in filters] + list(own_filters)
         self._connected_gauge = connected_gauge
         self._client_id = client_id
         client.on_message = self._on_message
@@ -125,6 +146,7 @@ class StreamConsumer:
 
     def _on_connect(self, client: Any, session_present: int, rc: int, properties: Any) -> None:
         self.connected = True
+        self.online.set()
         if self._connected_gauge is not None:
             self._connected_gauge.set(1)
         self.log.info(
@@ -138,6 +160,7 @@ class StreamConsumer:
 
     def _on_disconnect(self, client: Any, packet: Any, exc: Any = None) -> None:
         self.connected = False
+        self.online.clear()
         if self._connected_gauge is not None:
             self._connected_gauge.set(0)
         if self.accepting:

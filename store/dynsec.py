@@ -4,6 +4,7 @@ The file is written before the broker's first start (the plugin reads it at star
 live changes go through ``$CONTROL/dynamic-security/v1``.
 """
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -175,3 +176,76 @@ def platform_dynsec(
 
 def new_password() -> str:
     return secrets.token_urlsafe(24)
+
+
+# -- live commands ---------------------------------------------------------------------------------
+
+DYNSEC_TOPIC = "$CONTROL/dynamic-security/v1"
+DYNSEC_RESPONSE = DYNSEC_TOPIC + "/response"
+
+
+class DynsecError(Exception):
+    def __init__(self, command: str, error: str) -> None:
+        super().__init__(f"{command}: {error}")
+        self.command = command
+        self.error = error
+
+
+class DynsecCalls:
+    """Commands to the plugin and their answers, matched by correlation data, over whatever MQTT
+    client the caller has: ``request()`` gives the message to publish and the futures of the answers;
+    feed every message on DYNSEC_RESPONSE to ``answer()``."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+
+    def request(self, *commands: dict[str, Any]) -> tuple[bytes, list[asyncio.Future[dict[str, Any]]]]:
+        batch = secrets.token_hex(8)
+        loop = asyncio.get_running_loop()
+        sent, futures = [], []
+        for i, command in enumerate(commands):
+            key = f"{batch}-{i}"
+            self._pending[key] = fut = loop.create_future()
+            futures.append(fut)
+            sent.append({**command, "correlationData": key})
+        return json.dumps({"commands": sent}).encode(), futures
+
+    def answer(self, payload: bytes | str) -> None:
+        try:
+            doc = json.loads(payload)
+        except (ValueError, TypeError, RecursionError):
+            return
+        if not isinstance(doc, dict):
+            return
+        for response in doc.get("responses") or []:
+            if isinstance(response, dict):
+                fut = self._pending.pop(str(response.get("correlationData")), None)
+                if fut is not None and not fut.done():
+                    fut.set_result(response)
+
+    def forget(self, futures: list[asyncio.Future[dict[str, Any]]]) -> None:
+        gone = set(futures)
+        for key in [k for k, f in self._pending.items() if f in gone]:
+            del self._pending[key]
+
+    def fail_all(self, exc: BaseException) -> None:
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(exc)
+        self._pending.clear()
+
+    async def results(self, futures: list[asyncio.Future[dict[str, Any]]], timeout_s: float) -> list[dict[str, Any]]:
+        """The answers, in order; raises TimeoutError, or DynsecError on the first command that failed."""
+        try:
+            responses = await asyncio.wait_for(asyncio.gather(*futures), timeout_s)
+        finally:
+            self.forget(futures)
+        for response in responses:
+            if response.get("error"):
+                raise DynsecError(str(response.get("command")), str(response["error"]))
+        return list(responses)
+
+
+def client_enabled_command(username: str, enabled: bool) -> dict[str, Any]:
+    """Disabling kicks the client's live connection (Mosquitto does so on disableClient)."""
+    return {"command": "enableClient" if enabled else "disableClient", "username": username}

@@ -97,15 +97,17 @@ class Influx:
     async def create_database(self) -> None:
         await self.query(f"CREATE DATABASE {quote_ident(self.database)}", write=True)
 
-    async def write(self, body: bytes, *, gzip: bool = False, precision: str = "ms") -> None:
-        """Write line protocol; raises InfluxError with the status and body on anything but 2xx."""
+    async def write(self, body: bytes, *, gzip: bool = False, precision: str = "ms", rp: str = "") -> None:
+        """Write line protocol (into retention policy ``rp``, default: the database's default);
+        raises InfluxError with the status and body on anything but 2xx."""
         headers = {"Content-Type": "text/plain; charset=utf-8"}
         if gzip:
             headers["Content-Encoding"] = "gzip"
+        params = {"db": self.database, "precision": precision}
+        if rp:
+            params["rp"] = rp
         try:
-            response = await self.http.post(
-                "/write", params={"db": self.database, "precision": precision}, content=body, headers=headers
-            )
+            response = await self.http.post("/write", params=params, content=body, headers=headers)
         except httpx.HTTPError as exc:
             raise InfluxError(f"InfluxDB at {self.url} unreachable: {exc!r}") from exc
         if response.status_code // 100 != 2:

@@ -72,7 +72,7 @@ class AlertDetail(BaseModel):
     audit: list[AuditOut]
 
 
-def _out(v: AlertView) -> AlertOut:
+def alert_out(v: AlertView) -> AlertOut:
     # From the attributes: dataclasses.asdict deep-copies every evidence item (14 ms for a page of 50).
     return AlertOut.model_validate(v, from_attributes=True)
 
@@ -117,7 +117,7 @@ async def list_alerts(
             site=site, states=states, rule=rule, severity=severity, grids=grids, building=building,
             since_ms=since_ms, until_ms=until_ms, limit=limit, offset=offset,
         )  # fmt: skip
-        page = Page[AlertOut](items=[_out(v) for v in found], total=total, limit=limit, offset=offset)
+        page = Page[AlertOut](items=[alert_out(v) for v in found], total=total, limit=limit, offset=offset)
         return page.model_dump_json().encode()
 
     return Response(await state.alert_lists.get_or_compute(key, compute), media_type="application/json")
@@ -131,7 +131,7 @@ async def _alert(state: ApiState, caller: Principal, alert_id: int) -> AlertDeta
         raise ApiError(404, f"no alert {alert_id}") from exc
     if not _visible(caller, view.grid):
         raise ApiError(404, f"no alert {alert_id}")  # outside your grids: as if it did not exist
-    return AlertDetail(alert=_out(view), audit=[AuditOut.model_validate(asdict(a)) for a in audit])
+    return AlertDetail(alert=alert_out(view), audit=[AuditOut.model_validate(asdict(a)) for a in audit])
 
 
 @router.get("/stream", operation_id="streamAlerts", summary="Server-sent events: every alert change you may see",

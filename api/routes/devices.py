@@ -44,7 +44,7 @@ def _check_owner(p: Principal, d: DeviceRecord) -> None:
         raise ApiError(404, f"no device {d.id!r}")
 
 
-async def _device(state: ApiState, p: Principal, site: str, device_id: str) -> DeviceRecord:
+async def visible_device(state: ApiState, p: Principal, site: str, device_id: str) -> DeviceRecord:
     found = await state.devices.get(site, device_id)
     if found is None:
         raise ApiError(404, f"no device {device_id!r} at {site!r}")
@@ -156,7 +156,7 @@ async def list_devices(
 
 @router.get("/{site}/{device_id}", operation_id="getDevice", summary="One device, with status")
 async def get_device(site: Id, device_id: Id, state: State, caller: Caller) -> DeviceOut:
-    record = await _device(state, caller, site, device_id)
+    record = await visible_device(state, caller, site, device_id)
     return _out(state, record, await _last_seen(state, [record]), int(time.time() * 1000))
 
 
@@ -168,7 +168,7 @@ async def get_device(site: Id, device_id: Id, state: State, caller: Caller) -> D
 )
 async def rotate(site: Id, device_id: Id, state: State, caller: Caller) -> Credentials:
     require(caller, Role.ADMIN, Role.VENDOR)
-    record = await _device(state, caller, site, device_id)
+    record = await visible_device(state, caller, site, device_id)
     try:
         password = await device_access.rotate(state.broker, site, device_id)
     except DynsecError as exc:
@@ -182,7 +182,7 @@ async def rotate(site: Id, device_id: Id, state: State, caller: Caller) -> Crede
 @router.patch("/{site}/{device_id}", operation_id="updateDevice", summary="Disable (kicks it) or enable a device")
 async def patch(site: Id, device_id: Id, body: DevicePatch, state: State, caller: Caller) -> DeviceOut:
     require(caller, Role.ADMIN, Role.VENDOR)
-    record = await _device(state, caller, site, device_id)
+    record = await visible_device(state, caller, site, device_id)
     if record.username is not None:
         await device_access.set_enabled(state.broker, site, device_id, body.enabled)
     await state.devices.set_enabled(site, device_id, body.enabled)
@@ -197,7 +197,7 @@ async def patch(site: Id, device_id: Id, body: DevicePatch, state: State, caller
 )
 async def delete(site: Id, device_id: Id, state: State, caller: Caller) -> Response:
     require(caller, Role.ADMIN, Role.VENDOR)
-    await _device(state, caller, site, device_id)
+    await visible_device(state, caller, site, device_id)
     await device_access.remove(state.broker, site, device_id)
     await state.devices.delete(site, device_id)
     return Response(status_code=204)
@@ -212,7 +212,7 @@ async def delete(site: Id, device_id: Id, state: State, caller: Caller) -> Respo
 )
 async def post_readings(site: Id, device_id: Id, body: ReadingsIn, state: State, caller: Caller) -> ReadingsResult:
     require(caller, Role.ADMIN, Role.VENDOR)
-    record = await _device(state, caller, site, device_id)
+    record = await visible_device(state, caller, site, device_id)
     if not record.enabled:
         raise ApiError(409, f"{device_id} is disabled", code="device_disabled")
     channel = Channel(body.channel)

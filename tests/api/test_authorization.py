@@ -33,6 +33,7 @@ MATRIX: list[tuple[str, str, Any, tuple[int, ...]]] = [
     ("POST", f"{DEV}/credentials", None, (201, 403, 201, 404, 403, 403)),
     ("PATCH", DEV, {"enabled": True}, (200, 403, 200, 404, 403, 403)),
     ("POST", f"{DEV}/readings", lambda: {"readings": [reading()]}, (202, 403, 202, 404, 403, 403)),
+    ("GET", f"{DEV}/rejects", None, (200, 200, 200, 404, 200, 404)),
     ("GET", "/api/v1/alerts", None, (200, 200, 403, 403, 200, 200)),
     ("GET", "/api/v1/alerts/{alert}", None, (200, 200, 403, 403, 200, 404)),
     ("POST", "/api/v1/alerts/{alert}/assign", {"assignee": "w-g01-1"}, (200, 200, 403, 403, 200, 404)),

@@ -123,14 +123,27 @@ def test_bad_inputs_are_rejected_and_good_ones_around_them_stored(
     assert sorted(int(r["seq"]) for r in rows) == list(range(1, good + 1))  # type: ignore[call-overload]
     assert all(r["power_w"] == 20.0 + int(r["seq"]) for r in rows)  # type: ignore[call-overload]
     def stored_rejects() -> dict[object, object]:
-        rows = influxd.query(influx_db, "SELECT count(payload_bytes) FROM ingest_rejects GROUP BY reason")
+        rows = influxd.query(influx_db, 'SELECT count(payload_bytes) FROM "rejects"."ingest_rejects" GROUP BY reason')
         return {r["reason"]: r["count"] for r in rows}
 
-    # The dead letter goes out at once, the InfluxDB copy with the next batch: wait for it.
+    def counted_rejects() -> dict[object, object]:
+        rows = influxd.query(influx_db, 'SELECT sum("count") FROM "rejects"."ingest_reject_counts" GROUP BY reason')
+        return {r["reason"]: r["sum"] for r in rows}
+
+    # The notice goes out as the reject is judged; its records are stored before it is acknowledged.
     deadline = time.monotonic() + 10
-    while stored_rejects() != expected and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert stored_rejects() == expected
+    while (stored_rejects(), counted_rejects()) != (expected, expected) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert stored_rejects() == expected  # each kept whole (far below the budget)
+    assert counted_rejects() == expected
+    kept = influxd.query(
+        influx_db, """SELECT payload, payload_encoding FROM "rejects"."ingest_rejects" WHERE reason = 'future'"""
+    )
+    assert json.loads(str(kept[0]["payload"]))["seq"] == 1006 and kept[0]["payload_encoding"] == "utf-8"
+    binary = influxd.query(
+        influx_db, """SELECT payload, payload_encoding FROM "rejects"."ingest_rejects" WHERE reason = 'bad_json'"""
+    )
+    assert "base64" in {r["payload_encoding"] for r in binary}  # the bytes that are not UTF-8
     assert worker.healthy() and worker.proc is not None and worker.proc.poll() is None
 
 

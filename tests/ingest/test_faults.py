@@ -9,6 +9,7 @@ from sim.runner import Simulator
 from tests.support.faults import FaultProxy
 from tests.support.ingest import eventually, wait_until_stored
 from tests.support.pipeline import Factory, simulate
+from tests.support.rules import Device
 from tests.support.servers import Broker, InfluxServer, start_influx
 
 
@@ -148,10 +149,14 @@ async def test_a_line_influxdb_refuses_is_rejected_and_the_rest_stored(
 ) -> None:
     poisoned = b"device_id=smk-b001-u1-101,"
 
+    def conflicts(line: bytes) -> bool:  # one sensor's readings have a field type InfluxDB refuses
+        return line.startswith(b"smoke_sensor,") and poisoned in line
+
     def partial_write(body: bytes) -> tuple[int, dict[str, str], bytes] | None:
-        if poisoned not in body:
+        lines = body.split(b"\n")
+        if not any(conflicts(line) for line in lines):
             return None
-        good = b"\n".join(line for line in body.split(b"\n") if poisoned not in line)
+        good = b"\n".join(line for line in lines if not conflicts(line))
         if good:  # as InfluxDB 1.x does: the good lines are stored, the answer is 400
             import urllib.request
 
@@ -173,7 +178,9 @@ async def test_a_line_influxdb_refuses_is_rejected_and_the_rest_stored(
     refused = 'ingest_rejects_total{reason="influx_refused"}'
     await eventually(lambda: worker.metrics().get(refused, 0) >= 1)
     assert worker.metrics()['ingest_rejects_total{reason="influx_refused"}'] >= poisoned_sent >= 1
-    rows = influxd.query(influx_db, "SELECT count(payload_bytes) FROM ingest_rejects WHERE reason = 'influx_refused'")
+    rows = influxd.query(
+        influx_db, """SELECT count(payload_bytes) FROM "rejects"."ingest_rejects" WHERE reason = 'influx_refused'"""
+    )
     assert rows and rows[0]["count"] >= 1
 
 
@@ -200,3 +207,76 @@ async def test_a_hanging_influxdb_is_spooled_around(
     finally:
         proxy.stop()
     assert worker.metrics()["ingest_points_spooled_total"] > 0
+
+
+async def test_an_unwritable_spool_holds_acknowledgements_and_recovers_by_itself(
+    broker: Broker, influxd: InfluxServer, influx_db: str, ingest_factory: Factory, tmp_path: Path
+) -> None:
+    """InfluxDB away and the spool unwritable: nothing is acknowledged, /healthz says why, and once
+    the spool can be written again the worker spools (and acknowledges) without a restart."""
+    import shutil
+    import urllib.error
+    import urllib.request
+
+    down = {"on": False}
+    proxy = FaultProxy(influxd.url, fault=lambda body: (503, {}, b"down") if down["on"] else None)
+    proxy.start()
+    spool = tmp_path / "spool-x"
+    try:
+        worker = ingest_factory(
+            "ingest-spool", influx_url=proxy.url, ESTATEWATCH_INGEST_SPOOL_AFTER_S="0.5",
+            ESTATEWATCH_INGEST_SPOOL_DIR=str(spool),
+        ).start()  # fmt: skip
+
+        def health() -> tuple[int, str]:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/healthz", timeout=2) as r:
+                    return r.status, r.read().decode()
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read().decode()
+
+        down["on"] = True
+        shutil.rmtree(spool)
+        spool.write_text("a file where the spool folder was: every write fails")
+        devices = Device(broker, "small", client_id="spool-devices")
+        try:
+            for n in range(1, 21):
+                devices.send("power_meter", "pm-b001-u1", "telemetry", seq=n, ts=int(time.time() * 1000),
+                             power_w=1.0, voltage_v=220.0, current_a=0.1, energy_wh=1.0)  # fmt: skip
+        finally:
+            devices.close()
+        assert await eventually(lambda: health()[0] == 503, 20)
+        _, text = health()
+        assert "not acknowledging" in text and "unwritable" in text, text
+        metrics = worker.metrics()
+        assert metrics["ingest_inflight_messages"] == 20
+        assert metrics['ingest_acknowledged_total{outcome="spooled"}'] == 0
+        assert metrics['ingest_acknowledged_total{outcome="stored"}'] == 0
+
+        spool.unlink()
+        spool.mkdir()  # writable again: the worker notices by itself
+        assert await eventually(lambda: worker.metrics()["ingest_inflight_messages"] == 0, 20)
+        assert worker.metrics()['ingest_acknowledged_total{outcome="spooled"}'] == 20
+        assert await eventually(lambda: health()[0] == 200, 10)
+        down["on"] = False
+        wait_until_stored(influxd, influx_db, "small", {"pm-b001-u1": 20})
+        assert worker.proc is not None and worker.proc.poll() is None
+    finally:
+        proxy.stop()
+
+
+def test_a_worker_whose_task_dies_exits_non_zero(ingest_factory: Factory, tmp_path: Path) -> None:
+    """A supervisor must tell a crash from a stop: the registry turned into something that is not a
+    database kills the refresh task, and the worker exits 1 saying which task failed."""
+    db = tmp_path / "registry-copy.db"
+    import shutil
+
+    shutil.copy(tmp_path / "registry.db", db)
+    worker = ingest_factory(
+        "ingest-dies", ESTATEWATCH_DB_URL=f"sqlite+aiosqlite:///{db}", ESTATEWATCH_INGEST_REGISTRY_REFRESH_S="0.5"
+    ).start()
+    db.write_bytes(b"this is not a database" * 100)
+    assert worker.proc is not None
+    assert worker.proc.wait(30) == 1
+    log = worker.log.read_text()
+    assert "registry-refresh failed" in log and "stopped because a task failed" in log, log[-2000:]

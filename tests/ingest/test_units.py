@@ -12,11 +12,11 @@ from devices.types import Channel, DeviceType
 from ingest.completeness import Completeness, SeqTracker
 from ingest.lines import all_fields, encode, escape_key, escape_string
 from ingest.metrics import IngestMetrics
-from ingest.service import _duration_ms
 from ingest.spool import Spool, SpoolFullError
 from store.health import HealthServer
 from store.influx import Influx
 from store.registry.db import DeviceInfo
+from store.retention import duration_ms
 from tests.support.servers import InfluxServer
 
 DEVICE = DeviceInfo("s1", "chg-1", DeviceType.EV_CHARGER, "b1", "b1-u1", None, None, "g1", 60, True)
@@ -129,18 +129,24 @@ async def test_spool_is_durable_ordered_and_bounded(tmp_path: Path) -> None:
         await spool.append(b"c" * 40)
     (tmp_path / "spool" / "000000000099.tmp").write_bytes(b"half written")
     again = Spool(tmp_path / "spool", max_bytes=100)  # a restart finds what was spooled
-    assert [again.read(p) for p in again.files()] == [b"a" * 40, b"b" * 40]
+    assert [again.read(p) for p in again.files()] == [(b"a" * 40, ""), (b"b" * 40, "")]
     assert not list((tmp_path / "spool").glob("*.tmp"))
     again.remove(again.files()[0])
     assert again.bytes == 40
     await again.append(b"d")
-    assert [p.name for p in again.files()] == ["000000000002.lp", "000000000003.lp"]
+    await again.append(b"e", "rejects")  # another retention policy's batch says so in its name
+    assert [p.name for p in again.files()] == ["000000000002.lp", "000000000003.lp", "000000000004.rejects.lp"]
+    assert [again.read(p) for p in again.files()][-1] == (b"e", "rejects")
+    assert Spool(tmp_path / "spool", max_bytes=100)._next == 5
 
 
 def test_retention_durations() -> None:
-    assert _duration_ms("0s") == 0
-    assert _duration_ms("168h0m0s") == 168 * 3_600_000
-    assert _duration_ms("1h30m0s") == 90 * 60_000
+    assert duration_ms("0s") == 0
+    assert duration_ms("INF") == 0
+    assert duration_ms("168h0m0s") == 168 * 3_600_000
+    assert duration_ms("1h30m0s") == 90 * 60_000
+    assert duration_ms("30d") == 30 * 86_400_000
+    assert duration_ms("1w1d12h") == (8 * 24 + 12) * 3_600_000
 
 
 async def test_completeness_counts_gaps_per_device(influxd: InfluxServer, influx_db: str) -> None:

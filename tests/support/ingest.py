@@ -7,7 +7,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,6 +129,18 @@ async def eventually(predicate: Callable[[], bool], within_s: float = 10.0, ever
 
     deadline = time.monotonic() + within_s
     while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(every)
+    return True
+
+
+async def until(predicate: Callable[[], Awaitable[bool]], within_s: float = 10.0, every: float = 0.1) -> bool:
+    """``eventually`` for a predicate that must await (a registry read)."""
+    import asyncio
+
+    deadline = time.monotonic() + within_s
+    while not await predicate():
         if time.monotonic() > deadline:
             return False
         await asyncio.sleep(every)
