@@ -146,6 +146,7 @@ class TokenIn(_Model):
     name: Label
     grids: list[Id] = Field(default_factory=list, max_length=100)
     vendor: Id | None = None
+    expires_days: int | None = Field(90, ge=1, le=3650, description="days it is valid; null: never (admin only)")
 
 
 class TokenOut(BaseModel):
@@ -154,4 +155,7 @@ class TokenOut(BaseModel):
     role: str
     grids: list[str]
     vendor: str | None
+    created_ms: int
+    expires_ms: int | None = Field(description="when it stops working; null: never")
+    last_used_ms: int | None = Field(description="its last use, to the minute; null: never used")
     token: str | None = Field(None, description="only when created: keep it, it is not shown again")

@@ -2,10 +2,12 @@
 
 from pydantic import Field
 
-from store.settings import Settings
+from ingest.admission import AdmissionSettings
 
 
-class ApiSettings(Settings):
+class ApiSettings(AdmissionSettings):
+    """HTTP ingest judges readings as ingest does: ingest's admission settings are the API's too."""
+
     api_host: str = Field("127.0.0.1", description="address the API binds")
     api_port: int = Field(8080, ge=1, le=65_535, description="port the API listens on")
     api_keep_alive_s: int = Field(

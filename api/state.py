@@ -12,6 +12,7 @@ from api.cache import ChangeCache, list_affected_by
 from api.last_values import LastValues
 from api.mqtt import ApiBroker
 from api.settings import ApiSettings
+from ingest.admission import CurrentAdmission
 from store.alerts import AlertStore
 from store.devices import DeviceAdmin
 from store.estate_settings import EstateSettings
@@ -49,6 +50,7 @@ class ApiState:
     alert_lists: ChangeCache
     last_values: LastValues
     fill_lock: asyncio.Lock
+    admission: CurrentAdmission
 
 
 @contextlib.asynccontextmanager
@@ -78,4 +80,5 @@ async def open_state(settings: ApiSettings) -> AsyncIterator[ApiState]:
             alert_lists=alert_lists,
             last_values=last_values,
             fill_lock=asyncio.Lock(),
+            admission=CurrentAdmission(influx, settings),
         )

@@ -431,19 +431,24 @@ def tokens() -> None:
 @click.option("--name", required=True, help="who holds it (shows in audit trails)")
 @click.option("--grid", "grids", multiple=True, help="a grid_worker's grid (repeat for more)")
 @click.option("--vendor", default=None, help="a vendor token's vendor id")
+@click.option(
+    "--expires", default="90d", show_default=True, help="how long it works (90d, 12h, 2w), or never (admin only)"
+)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="also write it to this file (mode 600)")
 @setting("db_url")
 def tokens_create(
-    role: str, name: str, grids: tuple[str, ...], vendor: str | None, out: Path | None, **values: Any
+    role: str, name: str, grids: tuple[str, ...], vendor: str | None, expires: str, out: Path | None, **values: Any
 ) -> None:
     """Make a token; it is printed once (only its hash is kept)."""
-    from store.tokens import TokenError, TokenStore
+    from store.tokens import TokenError, TokenStore, parse_expiry
 
     settings = settings_from(values, Settings)
 
     async def make() -> str:
         async with Registry(settings.db_url) as reg:
-            token, _ = await TokenStore(reg).create(Role(role), name, grids=list(grids), vendor=vendor)
+            days = parse_expiry(expires)
+            token, _ = await TokenStore(reg).create(Role(role), name, grids=list(grids), vendor=vendor,
+                                                    expires_days=days)  # fmt: skip
             return token
 
     try:
@@ -453,14 +458,26 @@ def tokens_create(
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.touch(mode=0o600)
+        out.chmod(0o600)
         out.write_text(token + "\n")
     click.echo(token)
 
 
+def _when(ms: int | None, none: str) -> str:
+    import datetime as dt
+
+    if ms is None:
+        return none
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 @tokens.command("list")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
 @setting("db_url")
-def tokens_list(**values: Any) -> None:
-    """Tokens, without their secrets."""
+def tokens_list(as_json: bool, **values: Any) -> None:
+    """Tokens, without their secrets: role, state, expiry and last use."""
+    import time
+
     from store.tokens import TokenStore
 
     settings = settings_from(values, Settings)
@@ -469,10 +486,22 @@ def tokens_list(**values: Any) -> None:
         async with Registry(settings.db_url) as reg:
             return await TokenStore(reg).list()
 
-    for p, _, revoked in asyncio.run(read()):
-        state = "revoked" if revoked else "active"
+    now = int(time.time() * 1000)
+    for info in asyncio.run(read()):
+        p = info.principal
+        expired = info.expires_ms is not None and info.expires_ms <= now
+        state = "revoked" if info.revoked_ms else "expired" if expired else "active"
         limits = ",".join(sorted(p.grids)) or p.vendor or ""
-        click.echo(f"{p.token_id}  {p.role.value:<11} {state:<8} {p.name}  {limits}")
+        if as_json:
+            click.echo(json.dumps({"id": p.token_id, "role": p.role.value, "name": p.name, "state": state,
+                                   "grids": sorted(p.grids), "vendor": p.vendor, "created_ms": info.created_ms,
+                                   "expires_ms": info.expires_ms, "last_used_ms": info.last_used_ms},
+                                  ensure_ascii=False))  # fmt: skip
+            continue
+        click.echo(
+            f"{p.token_id}  {p.role.value:<11} {state:<8} expires {_when(info.expires_ms, 'never'):<20} "
+            f"last used {_when(info.last_used_ms, 'never'):<20} {p.name}  {limits}"
+        )
 
 
 @tokens.command("revoke")
@@ -527,10 +556,19 @@ def stack() -> None:
     """The local stack: Mosquitto and InfluxDB from Debian packages, data under the run folder."""
 
 
-def _stack(values: dict[str, Any]) -> Any:
+def _stack(values: dict[str, Any], device_credentials: bool = True) -> Any:
     from stack.local import LocalStack
 
-    return LocalStack(settings_from(values, Settings))
+    return LocalStack(settings_from(values, Settings), make_device_credentials=device_credentials)
+
+
+device_credentials_option = click.option(
+    "--device-credentials/--no-device-credentials",
+    default=True,
+    show_default=True,
+    help="on the broker's first start, make a broker client for every device of the estate and write their "
+    "passwords to RUN_DIR/device-credentials.json (mode 600) for the simulator; off when the devices are real",
+)
 
 
 def _stack_options(f: Any) -> Any:
@@ -541,10 +579,11 @@ def _stack_options(f: Any) -> Any:
 
 @stack.command("up")
 @_stack_options
-def stack_up(**values: Any) -> None:
+@device_credentials_option
+def stack_up(device_credentials: bool, **values: Any) -> None:
     """Start Mosquitto and influxd in the background (no-op for what already runs)."""
     try:
-        for line in _stack(values).up():
+        for line in _stack(values, device_credentials).up():
             click.echo(line)
     except StackError as exc:
         _fail(str(exc))
@@ -584,13 +623,18 @@ def stack_status(show_env: str | None, **values: Any) -> None:
 @estate_option
 @click.option("--simulate/--no-simulate", default=True, show_default=True, help="also run the simulator")
 @click.option("--sim-args", default="", help="extra flags for the simulator, e.g. '--rate-scale 3'")
-def stack_run(estate_file: Path | None, simulate: bool, sim_args: str, **values: Any) -> None:
+@device_credentials_option
+def stack_run(
+    estate_file: Path | None, simulate: bool, sim_args: str, device_credentials: bool, **values: Any
+) -> None:
     """Everything in the foreground: stack, registry, services and the simulator; Ctrl-C stops all."""
     from stack.supervise import run_everything
 
     settings = settings_from({"estate_file": estate_file, **values}, Settings)
     try:
-        code = run_everything(settings, simulate=simulate, sim_args=sim_args.split())
+        code = run_everything(
+            settings, simulate=simulate, sim_args=sim_args.split(), device_credentials=device_credentials
+        )
     except (StackError, EstateError) as exc:
         _fail(str(exc))
     sys.exit(code)

@@ -6,14 +6,28 @@ The order: the topic, the device (registered, enabled), the payload (size, JSON,
 clock (not further ahead than the tolerance, not older than the retention policy keeps).
 """
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
+
+from pydantic import Field
 
 from devices.catalog import PayloadError, parse_payload
 from devices.payloads.common import Reading, Status
 from devices.topics import DeviceTopic, TopicError, parse_topic
 from devices.types import DeviceType
+from store.influx import Influx, InfluxError
+from store.retention import policies
+from store.settings import Settings
+
+log = logging.getLogger("estatewatch.ingest.admission")
+
+
+class AdmissionSettings(Settings):
+    """What admission needs to know, the same for ingest and the API's HTTP ingest."""
+
+    ingest_future_tolerance_s: int = Field(86_400, ge=0, description="readings further ahead than this are rejected")
 
 
 class Registered(Protocol):
@@ -83,3 +97,33 @@ class Admission:
         if self.max_age_ms and oldest < now_ms - self.max_age_ms:
             return Refused("too_old", f"ts {oldest} is older than the retention policy", t, registered=True)
         return Admitted(t, device, parsed)
+
+
+async def current_admission(influx: Influx, settings: AdmissionSettings) -> Admission:
+    """Admission with the database's default retention policy as the age limit (none when InfluxDB
+    cannot say yet: then nothing is refused as too old)."""
+    try:
+        found = await policies(influx)
+    except InfluxError as exc:
+        log.warning("cannot read the retention policies yet (%s); not rejecting old readings", exc)
+        found = {}
+    age = next((p.duration_ms for p in found.values() if p.default), 0)
+    return Admission(settings.ingest_future_tolerance_s, age)
+
+
+class CurrentAdmission:
+    """``current_admission``, read again at most every ``refresh_s`` (a retention policy can change)."""
+
+    def __init__(self, influx: Influx, settings: AdmissionSettings, refresh_s: float = 300.0) -> None:
+        self.influx = influx
+        self.settings = settings
+        self.refresh_s = refresh_s
+        self._value: Admission | None = None
+        self._at = 0.0
+
+    async def get(self) -> Admission:
+        import time
+
+        if self._value is None or time.monotonic() - self._at > self.refresh_s:
+            self._value, self._at = await current_admission(self.influx, self.settings), time.monotonic()
+        return self._value

@@ -5,11 +5,11 @@ from pathlib import Path
 
 from pydantic import Field
 
+from ingest.admission import AdmissionSettings
 from store.retention import DURATION_PATTERN
-from store.settings import Settings
 
 
-class IngestSettings(Settings):
+class IngestSettings(AdmissionSettings):
     ingest_batch_size: int = Field(5000, ge=1, le=100_000, description="lines per InfluxDB write, at most")
     ingest_batch_ms: int = Field(100, ge=1, le=60_000, description="longest a reading waits for its batch, ms")
     ingest_writers: int = Field(2, ge=1, le=16, description="InfluxDB writes in flight at once")
@@ -40,7 +40,6 @@ class IngestSettings(Settings):
     ingest_metrics_port: int = Field(9102, ge=0, le=65_535, description="/metrics and /healthz port (0: none)")
     ingest_metrics_host: str = Field("127.0.0.1", description="address the metrics port binds")
     ingest_gzip: str = Field("auto", pattern=r"^(auto|on|off)$", description="gzip writes: auto = off on loopback")
-    ingest_future_tolerance_s: int = Field(86_400, ge=0, description="readings further ahead than this are rejected")
     ingest_completeness_s: int = Field(60, ge=0, description="ingest_completeness period, s (0: off)")
     ingest_stats_s: float = Field(10.0, ge=0, le=3600, description="period of the ingest_stats points, s (0: off)")
     ingest_drain_s: float = Field(20.0, ge=0, description="on SIGTERM, flush for at most this long")

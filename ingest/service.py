@@ -17,7 +17,7 @@ from typing import Any, Self
 from devices.payloads.common import Status
 from devices.topics import subscription
 from devices.types import Channel, DeviceType
-from ingest.admission import Admission, Refused, Verdict
+from ingest.admission import Admission, Refused, Verdict, current_admission
 from ingest.batcher import Batcher
 from ingest.budget import RejectBudget
 from ingest.completeness import Completeness, SeqTracker
@@ -34,7 +34,7 @@ from store.dynsec import DYNSEC_RESPONSE, DYNSEC_TOPIC, DynsecCalls, DynsecError
 from store.health import HealthServer
 from store.influx import Influx, InfluxError
 from store.registry.db import DeviceInfo, Registry
-from store.retention import ensure_policy, policies
+from store.retention import ensure_policy
 
 log = logging.getLogger("estatewatch.ingest")
 # An unknown device makes the worker re-read the registry (it may have been registered through the
@@ -78,8 +78,9 @@ class IngestService(StreamConsumer):
                 log.warning("spool holds %d batches from before; replaying", self.spool.depth)
             self.metrics.spool_bytes.set(self.spool.bytes)
             self.writer = Writer(
-                self.influx, self.spool, self.metrics, spool_after_s=s.ingest_spool_after_s, gzip_mode=s.ingest_gzip
-            )
+                self.influx, self.spool, self.metrics, spool_after_s=s.ingest_spool_after_s, gzip_mode=s.ingest_gzip,
+                ensure_policies=self._ensure_policies,
+            )  # fmt: skip
             self.batcher = Batcher(self.writer, s.ingest_batch_size, s.ingest_batch_ms)
             self.notices = Notices(s.ingest_notice_queue, self.metrics)
             counts = RejectCounts(s.ingest_client_id, s.ingest_reject_count_s, self.batcher.add, Stamps())
@@ -150,16 +151,15 @@ class IngestService(StreamConsumer):
     async def _prepare_influx(self) -> None:
         try:
             await self.influx.create_database()
-            said = await ensure_policy(self.influx, REJECTS_RP, self.settings.ingest_rejects_retention)
-            if said:
-                log.info(said)
-            found = await policies(self.influx)
+            await self._ensure_policies()
         except InfluxError as exc:
-            log.warning("cannot read the retention policies yet (%s); not rejecting old readings", exc)
-            return
-        for policy in found.values():
-            if policy.default:
-                self.admission = Admission(self.settings.ingest_future_tolerance_s, policy.duration_ms)
+            log.warning("cannot prepare InfluxDB yet (%s); the writer does it when InfluxDB answers", exc)
+        self.admission = await current_admission(self.influx, self.settings)
+
+    async def _ensure_policies(self) -> None:
+        said = await ensure_policy(self.influx, REJECTS_RP, self.settings.ingest_rejects_retention)
+        if said:
+            log.info(said)
 
     async def _refresh_devices(self) -> None:
         self._last_refresh = time.monotonic()

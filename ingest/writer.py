@@ -7,10 +7,12 @@ batch (InfluxDB away and the spool full or unwritable), the writer holds it and 
 """
 
 import asyncio
+import contextlib
 import gzip
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -75,12 +77,14 @@ class Writer:
         *,
         spool_after_s: float,
         gzip_mode: str,
+        ensure_policies: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.influx = influx
         self.spool = spool
         self.metrics = metrics
         self.spool_after_s = spool_after_s
         self.gzip_mode = gzip_mode
+        self.ensure_policies = ensure_policies
         # Set when InfluxDB failed and batches go to the spool; cleared by a successful write.
         self.influx_down = False
         # Why batches are held (neither InfluxDB nor the spool takes them), for /healthz; '' when not.
@@ -109,6 +113,9 @@ class Writer:
                     raise _RefusedError(exc.status, exc.body) from None
                 if exc.status == 404 and "database not found" in exc.body:
                     await self._create_database()
+                elif "retention policy not found" in exc.body and self.ensure_policies is not None:
+                    with contextlib.suppress(InfluxError):  # made at start; InfluxDB was away, or wiped since
+                        await self.ensure_policies()
                 wait = exc.retry_after_s if exc.retry_after_s is not None else _backoff(attempt)
                 if not _retryable(exc) and exc.status != 404:
                     log.error("InfluxDB refuses writes (%s): %s", exc.status, exc.body[:200])

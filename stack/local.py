@@ -23,6 +23,9 @@ from store.settings import Settings
 @dataclass(frozen=True)
 class LocalStack:
     settings: Settings
+    # Broker clients for every device of the estate, their passwords in device-credentials.json (for
+    # the simulator); off for a stack whose devices are real (they are provisioned through the API).
+    make_device_credentials: bool = True
 
     @property
     def root(self) -> Path:
@@ -53,8 +56,9 @@ class LocalStack:
                 return data
         data = {user: new_password() for user in PLATFORM_USERS}
         self.root.mkdir(parents=True, exist_ok=True)
+        self.credentials_file.touch(mode=0o600)
+        self.credentials_file.chmod(0o600)  # before the passwords are in it
         self.credentials_file.write_text(json.dumps(data, indent=1))
-        self.credentials_file.chmod(0o600)
         # New passwords mean a new dynsec file.
         self.mosquitto().dynsec.unlink(missing_ok=True)
         return data
@@ -72,6 +76,8 @@ class LocalStack:
         return {}
 
     def _new_device_clients(self) -> list[tuple[str, str, str, str]]:
+        if not self.make_device_credentials:
+            return []
         try:
             estate = load_estate(self.settings.estate_file)
         except EstateError:
@@ -79,7 +85,9 @@ class LocalStack:
         site = estate.site.id
         made = [(site, d.type.value, d.id, new_password()) for d in estate.devices]
         self.root.mkdir(parents=True, exist_ok=True)
+        # Passwords in clear (the simulator needs them): readable by the stack's user only, from the start.
         self.device_credentials_file.touch(mode=0o600)
+        self.device_credentials_file.chmod(0o600)
         self.device_credentials_file.write_text(
             json.dumps({device_username(s, i): p for s, _, i, p in made}, indent=0)
         )

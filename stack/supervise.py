@@ -1,5 +1,6 @@
 """``make up``: the whole platform in the foreground, stopped cleanly with Ctrl-C."""
 
+import asyncio
 import contextlib
 import importlib.util
 import os
@@ -71,6 +72,18 @@ def stop_children(children: list[Child], say: Callable[[str], None] = print) -> 
         say(f"stopped {child.name} (exit {child.proc.returncode})")
 
 
+async def _still_valid(db_url: str, token: str) -> bool:
+    """The first admin token expires like any other (and a new registry does not know it): make another."""
+    from store.registry.db import Registry
+    from store.tokens import TokenExpiredError, TokenStore
+
+    async with Registry(db_url) as reg:
+        try:
+            return await TokenStore(reg).verify(token) is not None
+        except TokenExpiredError:
+            return False
+
+
 def prepare_registry(local: LocalStack) -> int:
     """The estate and its devices' broker usernames in the registry, and a first admin token; an exit code."""
     env = {**os.environ, **local.service_env("api")}
@@ -82,7 +95,7 @@ def prepare_registry(local: LocalStack) -> int:
     if init.returncode != 0:
         return init.returncode
     token_file = local.root / "admin.token"
-    if token_file.exists():
+    if token_file.exists() and asyncio.run(_still_valid(local.settings.db_url, token_file.read_text().strip())):
         return 0
     made = subprocess.run(
         [sys.executable, "-m", "estatewatch", "tokens", "create", "--role", "admin",
@@ -101,8 +114,10 @@ def start_services(local: LocalStack, logs: Path, env: dict[str, dict[str, str]]
     return children
 
 
-def run_everything(settings: Settings, *, simulate: bool, sim_args: list[str]) -> int:
-    local = LocalStack(settings)
+def run_everything(
+    settings: Settings, *, simulate: bool, sim_args: list[str], device_credentials: bool = True
+) -> int:
+    local = LocalStack(settings, make_device_credentials=device_credentials)
     for line in local.up():
         print(line, flush=True)
     logs = local.root / "logs"

@@ -83,11 +83,13 @@ class Settings(BaseSettings):
         "http://127.0.0.1:18086", description="InfluxDB v1 HTTP API (user:pass@ in the URL when auth is on)"
     )
     influx_database: str = Field("estate", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="InfluxDB database")
-    db_url: Annotated[str, AfterValidator(_db_url)] = Field(
-        "sqlite+aiosqlite:///.run/registry.db", description="registry database (SQLAlchemy async URL)"
-    )
     estate_file: Path = Field(Path("estates/luedi-south.yaml"), description="the estate YAML file")
     run_dir: Path = Field(Path(".run"), description="local stack: config, data, logs and pid files")
+    # After run_dir: the default follows it, so two stacks in two run folders have two registries.
+    db_url: Annotated[str, AfterValidator(_db_url)] = Field(
+        default_factory=lambda data: f"sqlite+aiosqlite:///{data['run_dir'] / 'registry.db'}",
+        description="registry database (SQLAlchemy async URL); default RUN_DIR/registry.db (SQLite)",
+    )
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="log level")
     log_format: str = Field("json", pattern=r"^(json|text)$", description="service logs: json lines or text")
 

@@ -24,10 +24,11 @@ from api.models import (
 )
 from api.mqtt import DynsecError
 from api.state import ApiState
-from devices.catalog import CATALOG, PayloadError, parse_payload
+from devices.catalog import CATALOG
 from devices.estate import Id
-from devices.topics import ROOT, command_topic, device_topic
+from devices.topics import ROOT, DeviceTopic, command_topic
 from devices.types import Channel, DeviceType
+from ingest.admission import Refused
 from store.devices import DeviceConflictError, DevicePlaceError, DeviceRecord
 from store.influx import quote_literal
 from store.series import measurement
@@ -164,7 +165,8 @@ async def get_device(site: Id, device_id: Id, state: State, caller: Caller) -> D
     "/{site}/{device_id}/credentials",
     status_code=201,
     operation_id="rotateCredentials",
-    summary="A new broker password (the old one stops working; live connections stay until they reconnect)",
+    summary="A new broker password: the old one stops working and the device's live connection is closed at "
+    "once (it reconnects with the new one)",
 )
 async def rotate(site: Id, device_id: Id, state: State, caller: Caller) -> Credentials:
     require(caller, Role.ADMIN, Role.VENDOR)
@@ -207,29 +209,27 @@ async def delete(site: Id, device_id: Id, state: State, caller: Caller) -> Respo
     "/{site}/{device_id}/readings",
     status_code=202,
     operation_id="postReadings",
-    summary="HTTP ingest for devices without MQTT: validated here, then published on the device's topic",
-    responses={422: {"description": "every reading was rejected"}},
+    summary="HTTP ingest for devices without MQTT: each reading judged exactly as ingest judges it, the "
+    "admitted ones published on the device's topic (acknowledged by the broker before this answers)",
+    responses={422: {"description": "every reading was rejected; detail lists each with ingest's reason"}},
 )
 async def post_readings(site: Id, device_id: Id, body: ReadingsIn, state: State, caller: Caller) -> ReadingsResult:
     require(caller, Role.ADMIN, Role.VENDOR)
     record = await visible_device(state, caller, site, device_id)
-    if not record.enabled:
-        raise ApiError(409, f"{device_id} is disabled", code="device_disabled")
-    channel = Channel(body.channel)
-    topic = device_topic(site, record.type, device_id, channel)
-    accepted, rejected = 0, []
+    topic = DeviceTopic(site, record.type, device_id, Channel(body.channel))
+    admission = await state.admission.get()
+    now_ms = int(time.time() * 1000)
+    accepted, rejected, admitted = 0, [], []
     for i, reading in enumerate(body.readings):
-        try:
-            payload = json.dumps(reading, ensure_ascii=False, allow_nan=False).encode()
-        except ValueError as exc:  # NaN or infinity: not JSON, not a reading
-            rejected.append({"index": i, "reason": "bad_json", "detail": str(exc)})
-            continue
-        try:
-            parse_payload(record.type, channel, payload)  # the checks ingest makes, said to the sender now
-        except PayloadError as exc:
-            rejected.append({"index": i, "reason": exc.reason, "detail": str(exc)})
-            continue
-        await state.broker.publish(topic, payload)
+        # As a device would send it (NaN and Infinity included: ingest refuses them as schema).
+        payload = json.dumps(reading, ensure_ascii=False).encode()
+        verdict = admission.judge_device(topic, record, payload, now_ms)
+        if isinstance(verdict, Refused):
+            rejected.append({"index": i, "reason": verdict.reason, "detail": verdict.detail})
+        else:
+            admitted.append(payload)
+    for payload in admitted:
+        await state.broker.publish(str(topic), payload)
         accepted += 1
     result = ReadingsResult.model_validate({"accepted": accepted, "rejected": rejected})
     if not accepted:

@@ -8,32 +8,39 @@ from api.auth import require
 from api.deps import Caller, State
 from api.errors import ApiError
 from api.models import ERRORS, TokenIn, TokenOut
-from store.tokens import Principal, Role, TokenError, TokenStore
+from store.tokens import Role, TokenError, TokenInfo, TokenStore
 
 router = APIRouter(prefix="/tokens", tags=["tokens"], responses=ERRORS)
 TokenId = Annotated[str, Path(pattern=r"^[0-9a-f]{12}$")]
 
 
-def _out(p: Principal, token: str | None = None) -> TokenOut:
-    return TokenOut(id=p.token_id, name=p.name, role=p.role.value, grids=sorted(p.grids), vendor=p.vendor, token=token)
+def _out(info: TokenInfo, token: str | None = None) -> TokenOut:
+    p = info.principal
+    return TokenOut(
+        id=p.token_id, name=p.name, role=p.role.value, grids=sorted(p.grids), vendor=p.vendor,
+        created_ms=info.created_ms, expires_ms=info.expires_ms, last_used_ms=info.last_used_ms, token=token,
+    )  # fmt: skip
 
 
 @router.post("", status_code=201, operation_id="createToken", summary="A new token (shown once)")
 async def create_token(body: TokenIn, state: State, caller: Caller) -> TokenOut:
     require(caller, Role.ADMIN)
+    store = TokenStore(state.registry)
     try:
-        token, principal = await TokenStore(state.registry).create(
-            Role(body.role), body.name, grids=body.grids, vendor=body.vendor
+        token, principal = await store.create(
+            Role(body.role), body.name, grids=body.grids, vendor=body.vendor, expires_days=body.expires_days
         )
     except TokenError as exc:
         raise ApiError(422, str(exc), code="bad_token_request") from exc
-    return _out(principal, token)
+    made = await store.info(principal.token_id)
+    assert made is not None
+    return _out(made, token)
 
 
-@router.get("", operation_id="listTokens", summary="Tokens that are not revoked")
+@router.get("", operation_id="listTokens", summary="Tokens that are not revoked, with their expiry and last use")
 async def list_tokens(state: State, caller: Caller) -> list[TokenOut]:
     require(caller, Role.ADMIN)
-    return [_out(p) for p, _, revoked in await TokenStore(state.registry).list() if revoked is None]
+    return [_out(info) for info in await TokenStore(state.registry).list() if info.revoked_ms is None]
 
 
 @router.delete("/{token_id}", status_code=204, operation_id="revokeToken", summary="Revoke a token")

@@ -6,7 +6,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import delete, event, func, select
+from sqlalchemy import Connection, delete, event, func, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -80,6 +80,24 @@ def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
     cursor.close()
 
 
+def _add_new_columns(conn: Connection) -> None:
+    """Columns the models gained since a registry was made, added where they are missing. Only
+    nullable ones, so existing rows keep their meaning (a token without ``expires_ms`` never
+    expires); anything more than an added column needs a real migration."""
+    present = inspect(conn)
+    for table in Base.metadata.sorted_tables:
+        if not present.has_table(table.name):
+            continue
+        have = {c["name"] for c in present.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have:
+                continue
+            if not column.nullable:
+                raise RuntimeError(f"the registry's {table.name} lacks {column.name}, which cannot be added as it is")
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'))
+
+
 class Registry:
     def __init__(self, url: str, *, pooled: bool = False) -> None:
         """``pooled``: keep one SQLite connection open (a busy service); by default each session opens
@@ -103,6 +121,7 @@ class Registry:
             event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
         async with self._engine.begin() as conn:
             await conn.run_sync(Base.metadata.create_all)
+            await conn.run_sync(_add_new_columns)
         self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
         return self
 

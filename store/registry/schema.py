@@ -168,6 +168,9 @@ class TokenRow(Base):
     secret_sha256: Mapped[str] = mapped_column(String(64))
     created_ms: Mapped[int] = mapped_column(BigInteger)
     revoked_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # None: never expires (tokens made before expiry existed, and admin tokens made with 'never').
+    expires_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    last_used_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class DeviceCredentialRow(Base):

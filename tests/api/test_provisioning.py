@@ -177,3 +177,21 @@ async def test_rotation_retires_the_old_password_and_delete_removes_the_client(
         assert gone.wait_connack().is_failure
     finally:
         gone.close()
+
+
+async def test_rotation_closes_the_live_connection_as_its_summary_says(
+    api: RunningApi, tokens: Tokens, broker: Broker
+) -> None:
+    old = (await register(api, tokens.vendor_a))["credentials"]
+    live = DeviceClient(broker.port, old["username"], old["password"], old["client_id"])
+    try:
+        assert not live.wait_connack().is_failure
+        async with api.client(tokens.vendor_a) as c:
+            assert (await c.post("/api/v1/devices/small/smk-new-1/credentials")).status_code == 201
+            spec = (await c.get("/api/v1/openapi.json")).json()
+        assert live.disconnected.wait(10), "rotation leaves the old password's connection open"
+    finally:
+        live.close()
+    summaries = {op["operationId"]: op["summary"] for path in spec["paths"].values() for op in path.values()}
+    assert "closed at once" in summaries["rotateCredentials"]
+    assert "kicks" in summaries["updateDevice"] and "kicks" in summaries["deleteDevice"]

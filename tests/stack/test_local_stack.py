@@ -13,6 +13,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from stack.procs import free_port
+from tests.support.servers import listening
 
 
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -47,6 +48,16 @@ def test_up_status_down(stack_env: dict[str, str]) -> None:
 
     status = cli("stack", "status", env=stack_env)
     assert status.stdout.count("running, pid") == 2 and status.stdout.count(" listening") == 2
+    # Every port the servers open is on loopback and in docs/operations.md (influxd's RPC: HTTP + 2).
+    run = Path(stack_env["ESTATEWATCH_RUN_DIR"])
+    mqtt_port = int(stack_env["ESTATEWATCH_MQTT_URL"].rsplit(":", 1)[1])
+    http_port = int(stack_env["ESTATEWATCH_INFLUX_URL"].rsplit(":", 1)[1])
+    mosquitto = int((run / "mosquitto" / "mosquitto.pid").read_text())
+    influxd = int((run / "influxdb" / "influxd.pid").read_text())
+    assert listening(mosquitto) == {("127.0.0.1", mqtt_port)}
+    assert listening(influxd) == {("127.0.0.1", http_port), ("127.0.0.1", http_port + 2)}
+    ops = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
+    assert "HTTP port + 2" in ops and "11883" in ops and "18086" in ops and "18088" in ops
 
     influx = stack_env["ESTATEWATCH_INFLUX_URL"]
     with urllib.request.urlopen(f"{influx}/query?" + urllib.parse.urlencode({"q": "SHOW DATABASES"})) as r:
@@ -144,3 +155,55 @@ def test_every_estate_device_gets_its_own_broker_client(stack_env: dict[str, str
     totals = json.loads(sim.stderr.strip().splitlines()[-1])["simulated"]
     assert totals["devices"] == totals["statuses"] == 35, totals
     assert len(heard) == 35, "every radio published as itself on its own topics"
+
+
+def test_each_run_folder_has_its_own_registry_and_device_credentials_can_be_off(tmp_path: Path) -> None:
+    """Without ESTATEWATCH_DB_URL the registry is RUN_DIR/registry.db: two stacks never share one; a
+    stack whose devices are real makes no device credentials file."""
+    base = {"ESTATEWATCH_INFLUX_DATABASE": "stacktest"}
+    envs = [
+        {**base, "ESTATEWATCH_RUN_DIR": str(tmp_path / name), "ESTATEWATCH_MQTT_URL": f"mqtt://127.0.0.1:{free_port()}",
+         "ESTATEWATCH_INFLUX_URL": f"http://127.0.0.1:{free_port()}"}
+        for name in ("one", "two")
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "ESTATEWATCH_DB_URL"}
+    try:
+        for e in envs:
+            made = subprocess.run([sys.executable, "-m", "estatewatch", "registry", "init"], capture_output=True,
+                                  text=True, env={**env, **e}, timeout=120, check=False)  # fmt: skip
+            assert made.returncode == 0, made.stderr
+            assert f"registry sqlite+aiosqlite:///{e['ESTATEWATCH_RUN_DIR']}/registry.db" in made.stdout
+        assert (tmp_path / "one" / "registry.db").exists() and (tmp_path / "two" / "registry.db").exists()
+        up = cli("stack", "up", "--no-device-credentials", env=envs[1])
+        assert up.returncode == 0, up.stderr
+        assert not (tmp_path / "two" / "device-credentials.json").exists()
+        assert oct((tmp_path / "two" / "credentials.json").stat().st_mode & 0o777) == "0o600"
+    finally:
+        cli("stack", "down", env=envs[1])
+
+
+def test_the_first_admin_token_is_kept_while_valid_and_renewed_once_expired(tmp_path: Path) -> None:
+    import asyncio
+
+    from sqlalchemy import update
+
+    from stack.local import LocalStack
+    from stack.supervise import prepare_registry
+    from store.registry.db import Registry
+    from store.registry.schema import TokenRow
+    from store.settings import Settings
+
+    local = LocalStack(Settings(run_dir=tmp_path / "run"), make_device_credentials=False)
+    assert prepare_registry(local) == 0
+    token_file = tmp_path / "run" / "admin.token"
+    first = token_file.read_text().strip()
+    assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+    assert prepare_registry(local) == 0 and token_file.read_text().strip() == first
+
+    async def expire() -> None:
+        async with Registry(local.settings.db_url) as reg, reg.session() as s, s.begin():
+            await s.execute(update(TokenRow).where(TokenRow.id == first.split("_")[1]).values(expires_ms=1))
+
+    asyncio.run(expire())
+    assert prepare_registry(local) == 0
+    assert token_file.read_text().strip() not in ("", first)

@@ -105,3 +105,33 @@ def start_influx(root: Path) -> InfluxServer:
     server = InfluxServer(layout)
     server.start()
     return server
+
+
+def listening(pid: int) -> set[tuple[str, int]]:
+    """The (address, port) pairs a process listens on, TCP, read from /proc (no tools needed)."""
+    import socket
+    import struct
+
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = str(fd.readlink())
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    out = set()
+    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] != "0A" or fields[9] not in inodes:  # 0A: LISTEN
+                continue
+            addr, port = fields[1].split(":")
+            raw = bytes.fromhex(addr)
+            words = struct.unpack(f"<{len(raw) // 4}I", raw)  # the kernel prints each 32-bit word in host order
+            out.add((socket.inet_ntop(family, struct.pack(f">{len(words)}I", *words)), int(port, 16)))
+    return out

@@ -1,0 +1,43 @@
+"""Imports go one way (docs/architecture.md): the vocabulary depends on nothing of the repository,
+the shared plumbing on the vocabulary only, and the services never import each other, except the
+API's HTTP ingest using ingest's admission (the one judgement of what is stored)."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+PACKAGES = ("devices", "store", "stack", "sim", "ingest", "rules", "api", "grafana", "bench", "load", "estatewatch")
+# package -> what of the repository it may import (besides itself)
+ALLOWED: dict[str, set[str]] = {
+    "devices": set(),
+    "store": {"devices"},
+    "stack": {"devices", "store"},
+    "sim": {"devices", "store"},
+    "ingest": {"devices", "store"},
+    "rules": {"devices", "store"},
+    "api": {"devices", "store", "ingest.admission"},
+    "grafana": {"devices", "store"},
+}
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+    return {m for m in found if m.split(".")[0] in PACKAGES}
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_imports_go_one_way(package: str) -> None:
+    allowed = ALLOWED[package] | {package}
+    wrong = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for module in _imports(path):
+            if not any(module == a or module.startswith(a + ".") for a in allowed):
+                wrong.append(f"{path.relative_to(ROOT)} imports {module}")
+    assert not wrong, "\n".join(wrong)
