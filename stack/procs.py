@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -15,11 +16,37 @@ class StackError(RuntimeError):
     """The local stack cannot do what was asked; the message says what to do about it."""
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
+    """A port free now, for a server to bind soon: below the kernel's ephemeral range, so no outgoing
+    connection's source port takes it in between (seen: a test API's port taken that way), and never
+    the same one twice in a process."""
+    low = _ephemeral_low()
+    rng = random.Random()
+    for _ in range(200 if low > 11_000 else 0):
+        port = rng.randrange(10_000, low)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    with socket.socket() as s:  # no usable range below the ephemeral ports: let the kernel choose
+        s.bind(("127.0.0.1", 0))
+        found: int = s.getsockname()[1]
+        return found
 
 
 def free_port_pair() -> int:

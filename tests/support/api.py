@@ -53,7 +53,14 @@ class RunningApi:
 async def running_api(settings: ApiSettings) -> AsyncIterator[RunningApi]:
     app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.api_port, log_config=None))
-    task = asyncio.create_task(server.serve())
+
+    async def serve() -> None:
+        try:
+            await server.serve()
+        except SystemExit as exc:  # uvicorn exits the process when it cannot start: a test must only fail
+            raise RuntimeError(f"the API did not start (uvicorn exit {exc.code}); see the log above") from None
+
+    task = asyncio.create_task(serve())
     try:
         while not server.started:
             if task.done():
