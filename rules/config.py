@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from devices.estate import LocalTime, in_window
+from devices.plates import canonical, is_plate
 
 DEFAULTS = Path(__file__).with_name("defaults.yaml")
 
@@ -35,6 +36,17 @@ class Night(_Model):
 
 class Rule(_Model):
     enabled: bool = True
+
+
+def _plate(value: str) -> str:
+    """A plate as an engineer writes it (any of the forms cameras send), compared canonically."""
+    plate = canonical(value)
+    if not is_plate(plate):
+        raise ValueError(f"{value!r} is not a mainland plate")
+    return plate
+
+
+PlateText = Annotated[str, AfterValidator(_plate)]
 
 
 class ChargerOvertemp(Rule):
@@ -65,13 +77,16 @@ class FlyingLead(Rule):
     step_max_w: float = Field(700, ge=1, le=100_000)
     hold_min: float = Field(10, ge=1, le=600)
     clear_min: float = Field(5, ge=1, le=600)
+    # A reading or two off the step (or off the baseline, while clearing) shorter than this does not
+    # restart the hold (or the clear): a kettle on the same circuit, a meter's glitch.
+    dropout_min: float = Field(2, ge=0, le=60)
     ebike_window_min: float = Field(120, ge=0, le=1440)
     whitelist: list[str] = Field(default_factory=list)
     schedules: list[QuietWindow] = Field(default_factory=list)
 
 
 class Permit(_Model):
-    plate: str
+    plate: PlateText
     zone: str | None = None
     start: dt.datetime
     end: dt.datetime
@@ -81,19 +96,30 @@ class Permit(_Model):
 
 
 class FireLane(Rule):
-    occupied_share: float = Field(0.8, gt=0, le=1)
     voice_after_s: float = Field(90, ge=0, le=86_400)
     alert_after_s: float = Field(300, ge=0, le=86_400)
     escalate_after_s: float = Field(1200, ge=0, le=86_400)
     clear_after_s: float = Field(120, ge=1, le=86_400)
-    exempt_plates: list[str] = Field(default_factory=list)
+    # A clear spell shorter than this does not restart a block's onset (a flickering sensor).
+    dropout_s: float = Field(60, ge=0, le=3600)
+    exempt_plates: list[PlateText] = Field(default_factory=list)
+    # Emergency-service (应急) and police (警) vehicles never count as blocking.
+    exempt_services: bool = True
     permits: list[Permit] = Field(default_factory=list)
+    # No longer used: stages are measured from the block's onset (dropout_s is the tolerance).
+    occupied_share: float | None = Field(None, gt=0, le=1, deprecated="stages are timed from onset; see dropout_s")
+
+    @model_validator(mode="after")
+    def _dropout_below_clear(self) -> Self:
+        if self.dropout_s >= self.clear_after_s:
+            raise ValueError("dropout_s must be shorter than clear_after_s (a block would resolve inside a dropout)")
+        return self
 
 
 class Absence(_Model):
     """An owner's declared long absence: the car stays parked on purpose, it is not abandoned."""
 
-    plate: str
+    plate: PlateText
     start: dt.date
     end: dt.date
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from devices.catalog import PayloadError, parse_payload
-from devices.estate import Estate, Grid
+from devices.estate import Device, Estate, Grid
 from devices.notices import NoisyDevice, noisy_topic
 from devices.payloads.common import Status
 from devices.topics import TopicError, parse_topic
@@ -29,8 +29,16 @@ Handler = Callable[[Context, Where, Channel, Any], None]
 
 
 class Engine:
-    def __init__(self, estate: Estate, config: RulesConfig, wall_ms: Callable[[], int] | None = None) -> None:
-        """``wall_ms``: the live service's clock, to ignore readings from the far future (replay: None)."""
+    def __init__(
+        self,
+        estate: Estate,
+        config: RulesConfig,
+        wall_ms: Callable[[], int] | None = None,
+        expect_from_first_reading: bool = True,
+    ) -> None:
+        """``wall_ms``: the live service's clock, to ignore readings from the far future (replay: None).
+        ``expect_from_first_reading``: every device is expected to report from the first reading on (a
+        replay); the live service calls ``expect_all`` itself, once its rebuild is done."""
         self._wall_ms = wall_ms
         self._future_ms = int(config.future_s * 1000)
         self.estate = estate
@@ -39,17 +47,18 @@ class Engine:
         self.processed = 0
         self.late = 0
         self.ignored: dict[str, int] = {}
-        zones = {z.id: z for z in estate.zones}
-        buildings = {b.id: b for b in estate.buildings}
+        self._zones = {z.id: z for z in estate.zones}
+        self._buildings = {b.id: b for b in estate.buildings}
         self._where: dict[tuple[DeviceType, str], Where] = {}
         self._topics: dict[str, tuple[Where, Channel]] = {}
         self._next_tick_ms = 0
         self._lateness_ms = int(config.lateness_s * 1000)
+        self._inactive: set[str] = set()  # device ids the registry disabled or deleted (live service)
+        self._auto_expect = expect_from_first_reading
+        self._expected = False  # expect_all has run: every active device has a silence deadline
+        self.first_ms: int | None = None  # the earliest reading fed (history replayed on start included)
         for d in estate.devices:
-            zone = zones.get(d.zone or "")
-            building = d.building or (zone.building if zone else None)
-            grid = zone.grid if zone else (buildings[building].grid if building in buildings else None)
-            self._where[(d.type, d.id)] = Where(estate.site.id, d, grid, building, d.unit, d.zone)
+            self._where[(d.type, d.id)] = self._place(d)
         chargers = Chargers()
         flying = FlyingLead()
         self._zombies = ZombieCars(self.ctx)
@@ -67,6 +76,40 @@ class Engine:
             DeviceType.SPACE_SENSOR: [self._lanes.handle, self._zombies.handle],
             DeviceType.VEHICLE_GATE: [self._zombies.handle],
         }
+
+    def _place(self, d: Device) -> Where:
+        zone = self._zones.get(d.zone or "")
+        building = d.building or (zone.building if zone else None)
+        grid = zone.grid if zone else (self._buildings[building].grid if building in self._buildings else None)
+        return Where(self.estate.site.id, d, grid, building, d.unit, d.zone)
+
+    def sync_devices(self, active: list[Device]) -> tuple[int, int]:
+        """The registry's enabled devices (the live service): each is known, placed and expected to
+        report; every other device leaves (ignored, not expected). Returns (added, left)."""
+        keys = {(d.type, d.id) for d in active}
+        added = 0
+        for d in active:
+            found = self._where.get((d.type, d.id))
+            if found is None or _place_of(found.device) != _place_of(d):
+                self._where[(d.type, d.id)] = self._place(d)
+                self._topics.clear()  # cached Wheres of moved devices
+                added += found is None
+            newly = found is None or d.id in self._inactive
+            if self._expected and newly:  # registered (or enabled) now: expected from now on
+                self._silent.expect(self.ctx, self._where[(d.type, d.id)], self.clock_ms)
+        inactive = {k[1] for k in self._where if k not in keys}
+        for device in inactive - self._inactive:
+            self._silent.forget(self.ctx, device, self.clock_ms)
+        left = len(inactive - self._inactive)
+        self._inactive = inactive
+        return added, left
+
+    def expect_all(self, since: int) -> None:
+        """Every active device is expected to report from ``since``: one never heard goes silent too."""
+        self._expected = True
+        for where in self._where.values():
+            if where.device.id not in self._inactive:
+                self._silent.expect(self.ctx, where, since)
 
     def _ignore(self, reason: str) -> list[AlertChange]:
         self.ignored[reason] = self.ignored.get(reason, 0) + 1
@@ -94,6 +137,8 @@ class Engine:
             # Only known devices' topics are remembered, so the cache is bounded by the estate.
             known = self._topics[topic] = (where, t.channel)
         where, channel = known
+        if self._inactive and where.device.id in self._inactive:
+            return self._ignore("device_disabled")
         try:
             parsed = parse_payload(where.device.type, channel, raw)
         except PayloadError as exc:
@@ -124,6 +169,13 @@ class Engine:
         handlers = self._handlers.get(where.device.type, ())
         ctx, seen = self.ctx, self._silent.seen
         ahead_limit = self._wall_ms() + self._future_ms if self._wall_ms is not None else None
+        if not self._expected:  # until every device is expected: the earliest reading, for expect_all
+            first = min(r.ts for r in readings)
+            self.first_ms = first if self.first_ms is None else min(self.first_ms, first)
+        if self._auto_expect and not self._expected:
+            assert self.first_ms is not None
+            wall = None if ahead_limit is None else ahead_limit - self._future_ms
+            self.expect_all(self.first_ms if wall is None else min(self.first_ms, wall))
         for reading in readings if len(readings) == 1 else sorted(readings, key=lambda r: r.ts):
             ts = reading.ts
             if ahead_limit is not None and ts > ahead_limit:
@@ -188,3 +240,8 @@ class Engine:
     def hold_bays(self, since: dict[str, int]) -> None:
         """Bays occupied without a break since the given times (from history, on start)."""
         self._zombies.bay_since.update(since)
+
+
+def _place_of(d: Device) -> tuple[object, ...]:
+    """What placing a device and judging its silence depend on (not its vendor or label)."""
+    return (d.building, d.unit, d.zone, d.floor, d.reporting_interval_s)

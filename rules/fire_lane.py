@@ -1,23 +1,27 @@
 """Blocked fire lanes (消防通道占用): space sensors and zone cameras, staged warnings.
 
-A zone counts as blocked for a stage when it was occupied for at least ``occupied_share`` of the
-stage's window (time-weighted: sensors report irregularly). Stage 0 after 90 s is a voice warning on
-the zone's camera speaker, stage 1 after 5 min alerts the zone's grid workers, stage 2 after 20 min
-is critical and reaches the property manager. Exempt plates and permits never count as occupying.
-Resolved after 2 minutes continuously clear. Stages are judged on every message's clock, so a quiet
-sensor does not delay an escalation.
+Every stage is measured from the block's **onset**: the first sample (a space sensor's or the zone
+camera's) that shows the lane occupied (``rules/episodes.py``). A clear spell shorter than
+``dropout_s`` (60 s: a flickering sensor, a car shuffling) does not restart it; a longer one does.
+Stage 0 at onset + 90 s is a voice warning on the zone's camera speaker, stage 1 at onset + 5 min
+alerts the zone's grid workers, stage 2 at onset + 20 min is critical and reaches the property
+manager: each fires on the first tick at or after its time while the lane is occupied, never before.
+Exempt plates, permits and (by default) emergency-service and police vehicles never count as
+occupying. Resolved after 2 minutes continuously clear. Stages are judged on the engine's clock,
+which every message moves, so a quiet sensor does not delay an escalation.
 """
 
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from devices.estate import ZoneKind
+from devices.plates import service_kind
 from devices.types import Channel, DeviceType
 from rules.alerts import Alert, Severity
 from rules.config import FireLane as FireLaneRule
 from rules.context import Context, Where
+from rules.episodes import Timeline
 
 RULE = "fire_lane"
 STAGES = (("voice", Severity.INFO), ("grid", Severity.WARNING), ("escalated", Severity.CRITICAL))
@@ -26,39 +30,22 @@ STAGES = (("voice", Severity.INFO), ("grid", Severity.WARNING), ("escalated", Se
 @dataclass
 class Zone:
     where: Where
-    sensors: dict[str, bool] = field(default_factory=dict)
-    camera_occupied: bool = False
+    timeline: Timeline
     plate: str | None = None
-    samples: deque[tuple[int, bool]] = field(default_factory=lambda: deque(maxlen=5000))
     stage: int = -1
-    clear_since: int | None = None
+    exempt_seen: str | None = None  # the last exempt vehicle seen in the lane, for the evidence
 
-    def occupied(self, ctx: Context, rules: FireLaneRule, ts: int) -> bool:
-        raw = any(self.sensors.values()) or self.camera_occupied
-        if raw and self.plate is not None:
-            local = ctx.local(ts)
-            zone = self.where.zone or ""
-            if self.plate in rules.exempt_plates or any(p.allows(self.plate, zone, local) for p in rules.permits):
-                return False
-        return raw
-
-    def share(self, since: int, until: int) -> float:
-        """Time-weighted share of [since, until] the zone was occupied; 0 if the samples start later."""
-        if not self.samples or self.samples[0][0] > since or until <= since:
-            return 0.0
-        # Newest first, stopping at the window's start: the window is minutes, the deque hours.
-        occupied_ms = 0
-        t = until
-        for ts, occ in reversed(self.samples):
-            if ts >= until:
-                continue
-            start = max(ts, since)
-            if occ:
-                occupied_ms += t - start
-            t = start
-            if ts <= since:
-                break
-        return occupied_ms / (until - since)
+    def exemption(self, ctx: Context, rules: FireLaneRule, ts: int) -> str | None:
+        """Why the vehicle in the lane does not count as blocking it, if it does not."""
+        if self.plate is None:
+            return None
+        if self.plate in rules.exempt_plates:
+            return "exempt plate"
+        zone = self.where.zone or ""
+        if any(p.allows(self.plate, zone, ctx.local(ts)) for p in rules.permits):
+            return "permit"
+        kind = service_kind(self.plate)
+        return kind if kind is not None and rules.exempt_services else None
 
 
 class FireLanes:
@@ -77,23 +64,36 @@ class FireLanes:
             return
         zone = self.zones.get(zone_id)
         if zone is None:
-            zone = self.zones[zone_id] = Zone(
-                Where(where.site, where.device, where.grid, where.building, where.unit, zone_id)
-            )
+            place = Where(where.site, where.device, where.grid, where.building, where.unit, zone_id)
+            dropout_ms = int(ctx.rules_for(place).fire_lane.dropout_s * 1000)
+            zone = self.zones[zone_id] = Zone(place, Timeline(dropout_ms))
         if kind is DeviceType.SPACE_SENSOR:
             if channel is Channel.TELEMETRY:
-                zone.sensors[where.device.id] = reading.occupied
+                raw = reading.occupied
             elif channel is Channel.EVENT:
-                zone.sensors[where.device.id] = reading.type == "occupied"
+                raw = reading.type == "occupied"
+            else:
+                return
+            source = where.device.id
         elif kind is DeviceType.CAMERA and channel is Channel.EVENT:
             if reading.type == "zone_occupied":
-                zone.camera_occupied, zone.plate = True, reading.plate
+                zone.plate, raw = reading.plate, True
             elif reading.type == "zone_cleared":
-                zone.camera_occupied, zone.plate = False, None
+                zone.plate, raw = None, False
+            else:
+                return
+            source = "camera"
         else:
             return
         rules = ctx.rules_for(zone.where).fire_lane
-        zone.samples.append((reading.ts, zone.occupied(ctx, rules, reading.ts)))
+        why = zone.exemption(ctx, rules, reading.ts) if raw else None
+        if why is not None:
+            zone.exempt_seen = f"{zone.plate} ({why})"
+            if source == "camera" and ctx.is_open(RULE, zone_id):  # the alert says who is there now
+                ctx.note(RULE, zone_id, reading.ts, {"ts": reading.ts, "exempt_seen": zone.exempt_seen,
+                                                     "counted_as_blocking": False})  # fmt: skip
+        # Each source's own samples: the lane is occupied while any says so (an exempt vehicle does not).
+        zone.timeline.observe(source, reading.ts, raw and why is None)
 
     def adopt(self, alert: Alert) -> None:
         """An open alert from before a restart: its stage stands, and clearing resolves it."""
@@ -104,25 +104,23 @@ class FireLanes:
     def tick(self, ctx: Context, now: int) -> None:
         for zone_id, zone in self.zones.items():
             rules = ctx.rules_for(zone.where).fire_lane
-            if not rules.enabled or not zone.samples:
+            if not rules.enabled or zone.timeline.empty:
                 continue
             self._stage(ctx, zone_id, zone, rules, now)
 
     def _stage(self, ctx: Context, zone_id: str, zone: Zone, rules: FireLaneRule, now: int) -> None:
         thresholds = (rules.voice_after_s, rules.alert_after_s, rules.escalate_after_s)
-        if not zone.samples[-1][1]:  # clear now: stages only climb while the lane is occupied
-            if zone.stage >= 0:
-                zone.clear_since = zone.clear_since or zone.samples[-1][0]
-                if now - zone.clear_since >= rules.clear_after_s * 1000:
-                    ctx.resolve(RULE, zone_id, now, {"ts": now, "clear_s": (now - zone.clear_since) / 1000})
-                    zone.stage, zone.clear_since = -1, None
+        line = zone.timeline
+        if not line.on:  # clear now: stages only climb while the lane is occupied
+            clear_since = line.off_since
+            if zone.stage >= 0 and clear_since is not None and now - clear_since >= rules.clear_after_s * 1000:
+                ctx.resolve(RULE, zone_id, now, {"ts": now, "clear_s": (now - clear_since) / 1000})
+                zone.stage = -1
             return
-        reached = -1
-        for stage, after_s in enumerate(thresholds):
-            if zone.share(now - int(after_s * 1000), now) < rules.occupied_share:
-                break
-            reached = stage
-        zone.clear_since = None
+        onset = line.onset(now)
+        if onset is None:
+            return
+        reached = max((i for i, after_s in enumerate(thresholds) if now >= onset + after_s * 1000), default=-1)
         if reached <= zone.stage:
             return
         zone.stage = reached
@@ -136,10 +134,13 @@ class FireLanes:
         evidence = {
             "ts": now,
             "stage": name,
+            "onset_ts": onset,
+            "blocked_s": (now - onset) / 1000,
             "plate": zone.plate,
             "owner_unit": self._owner_of(zone.plate) if zone.plate else None,
-            "occupied_share": round(zone.share(now - int(thresholds[reached] * 1000), now), 2),
         }
+        if zone.exempt_seen:
+            evidence["exempt_seen"] = zone.exempt_seen  # e.g. "苏C1234应急 (emergency)": not counted
         title = f"Fire lane {zone_id} blocked" + (f" by {zone.plate}" if zone.plate else "")
         if ctx.is_open(RULE, zone_id):
             ctx.note(

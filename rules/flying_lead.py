@@ -5,6 +5,10 @@ lights) steps up by a charger's draw (+60 to +700 W) and holds it for ten minute
 then tapers (constant current, constant voltage, float), which a heater or a kettle does not; a
 camera that saw an e-bike carried into the unit or its lift shortly before makes it likelier still.
 A smoke sensor rising in the same unit makes it critical.
+
+Both durations are measured from an onset (``rules/episodes.py``): the hold from the first reading
+of the step, the clear from the first reading back at baseline; a spell the other way shorter than
+``dropout_min`` restarts neither. The alert comes with the first reading at or after onset + hold.
 """
 
 import datetime as dt
@@ -15,6 +19,7 @@ from typing import Any
 from devices.types import Channel, DeviceType
 from rules.alerts import Severity
 from rules.context import Context, Where
+from rules.episodes import Timeline
 
 RULE = "flying_lead"
 MIN = 60_000
@@ -24,10 +29,11 @@ TAPER_DROP = 0.2  # the load falls this far below its plateau while still over b
 
 @dataclass
 class Circuit:
+    step: Timeline  # the circuit stepped up by a charger's draw
+    low: Timeline  # back at baseline (watched while an alert is open)
     baseline_w: float | None = None
-    step_since: int | None = None  # ts the step began
+    step_since: int | None = None  # the onset the plateau belongs to
     plateau_w: float = 0.0
-    low_since: int | None = None  # ts the load came back to baseline, while an alert is open
     subject: str | None = None  # the open alert's subject
     tapered: bool = False
     fired_nights: set[dt.date] = field(default_factory=set)
@@ -104,7 +110,8 @@ class FlyingLead:
         device = where.device.id
         c = self.circuits.get(device)
         if c is None:
-            c = self.circuits[device] = Circuit()
+            dropout_ms = int(rules.dropout_min * MIN)
+            c = self.circuits[device] = Circuit(Timeline(dropout_ms, keep=200), Timeline(dropout_ms, keep=200))
             if where.unit:
                 self.unit_circuits.setdefault(where.unit, set()).add(device)
         ts, power = reading.ts, reading.power_w
@@ -113,19 +120,19 @@ class FlyingLead:
             c.baseline_w = power
         step = power - c.baseline_w
         charging = c.baseline_w < rules.baseline_max_w and rules.step_min_w <= step <= rules.step_max_w
+        c.step.observe(device, ts, charging)
         if c.subject is not None:
             self._while_open(ctx, where, c, rules, reading, step)
             return
+        onset = c.step.onset(ts)
         if not charging:
-            c.step_since = None
-            if power < rules.baseline_max_w:  # learn the low baseline; never from a step
+            if onset is None and power < rules.baseline_max_w:  # learn the low baseline; never from a step
                 c.baseline_w = 0.8 * c.baseline_w + 0.2 * power
             return
-        if c.step_since is None:
-            c.step_since, c.plateau_w = ts, power
-            return
+        if onset != c.step_since:  # a new step: its own plateau
+            c.step_since, c.plateau_w = onset, power
         c.plateau_w = max(c.plateau_w, power)
-        if ts - c.step_since < rules.hold_min * MIN or not rules.enabled:
+        if onset is None or ts - onset < rules.hold_min * MIN or not rules.enabled:
             return
         night = ctx.night_of(ts)
         if night is None or night in c.fired_nights:
@@ -144,14 +151,14 @@ class FlyingLead:
             where,
             severity,
             f"Possible flying-lead charging: {where.unit or device} (+{step:.0f} W for "
-            f"{(ts - c.step_since) / MIN:.0f} min)",
+            f"{(ts - onset) / MIN:.0f} min)",
             ts,
             {
                 "ts": ts,
                 "baseline_w": round(c.baseline_w, 1),
                 "power_w": power,
                 "step_w": round(step, 1),
-                "since_ts": c.step_since,
+                "since_ts": onset,
                 "confidence": confidence,
                 "ebike_seen": ebike,
                 "readings": [{"ts": t, "power_w": p} for t, p in list(c.readings)[-12:]],
@@ -176,14 +183,15 @@ class FlyingLead:
                     "confidence": _confidence(tapered=True, ebike=ebike),
                 },
             )
-        if power <= c.baseline_w + 20:
-            c.low_since = c.low_since or ts
-            if ts - c.low_since >= rules.clear_min * MIN:
-                ctx.resolve(RULE, c.subject, ts, {"ts": ts, "power_w": power, "back_to_baseline": True})
-                c.subject, c.step_since, c.low_since, c.tapered = None, None, None, False
-                self.alerting -= 1
-        else:
-            c.low_since = None
+        c.low.observe(where.device.id, ts, power <= c.baseline_w + 20)
+        low_since = c.low.onset(ts)
+        if c.low.on and low_since is not None and ts - low_since >= rules.clear_min * MIN:
+            ctx.resolve(RULE, c.subject, ts, {"ts": ts, "power_w": power, "back_to_baseline": True,
+                                              "low_since_ts": low_since})  # fmt: skip
+            dropout_ms = int(rules.dropout_min * MIN)
+            c.subject, c.step_since, c.tapered = None, None, False
+            c.step, c.low = Timeline(dropout_ms, keep=200), Timeline(dropout_ms, keep=200)
+            self.alerting -= 1
 
     def _ebike_recent(self, where: Where, ts: int, window_min: float) -> bool:
         seen = self.ebike_at.get(where.unit or "")

@@ -38,7 +38,7 @@ from store.consumer import StreamConsumer
 from store.estate_settings import RULES_KEY, EstateSettings
 from store.health import HealthServer
 from store.influx import Influx, InfluxError
-from store.registry.db import Registry
+from store.registry.db import Registry, devices_version
 
 log = logging.getLogger("estatewatch.rules")
 MQTT_CHANNEL = "mqtt"
@@ -72,6 +72,7 @@ class RulesService(StreamConsumer):
         self._mqtt_wake = asyncio.Event()
         self._mirror_lines: asyncio.Queue[str] = asyncio.Queue()
         self._settings_version = 0
+        self._devices_version = -1
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def __aenter__(self) -> Self:
@@ -80,13 +81,16 @@ class RulesService(StreamConsumer):
         try:
             self.estate = load_estate(s.estate_file)
             self.config = RulesConfig.load(s.rules_config)
-            self.engine = Engine(self.estate, self.config, wall_ms=lambda: int(time.time() * 1000))
+            self.engine = Engine(
+                self.estate, self.config, wall_ms=lambda: int(time.time() * 1000), expect_from_first_reading=False
+            )
             self.directory = Directory(self.estate)
             self.influx = await self._stack.enter_async_context(Influx(s.influx_url, s.influx_database))
-            registry = await self._stack.enter_async_context(Registry(s.db_url, pooled=True))
+            registry = self.registry = await self._stack.enter_async_context(Registry(s.db_url, pooled=True))
             self.store = AlertStore(registry)
             self.estate_settings = EstateSettings(registry)
             await self._apply_settings()  # before the rebuild: history is judged by today's settings
+            await self._sync_devices()  # and by today's devices (the registry's, the API's included)
             self.checkpoints = Checkpoints(registry)
             http = await self._stack.enter_async_context(httpx.AsyncClient(timeout=10))
             self.dispatchers = [
@@ -152,6 +156,20 @@ class RulesService(StreamConsumer):
         while True:
             await asyncio.sleep(self.settings.rules_settings_poll_s)
             await self._apply_settings()
+            await self._sync_devices()
+
+    async def _sync_devices(self) -> None:
+        """The registry's devices of this site, when they changed: registered, disabled, deleted."""
+        async with self.registry.session() as s:
+            version = await devices_version(s)
+        if version == self._devices_version:
+            return
+        self._devices_version = version
+        site = self.estate.site.id
+        active = [d.as_estate_device() for d in await self.registry.devices(site=site) if d.enabled]
+        added, left = self.engine.sync_devices(active)
+        if added or left:
+            log.info("registry devices applied", extra={"active": len(active), "added": added, "left": left})
 
     async def _apply_settings(self) -> None:
         """Engineers' run-time changes (API): rules layer and rosters, applied without a restart."""
@@ -200,6 +218,10 @@ class RulesService(StreamConsumer):
         for change in changes:
             applied += await self._apply(change)
         self.engine.adopt([_as_alert(v) for v in await self.store.open_alerts(site)])
+        # Every device is expected from the first reading of the rebuilt window (or from now, with no
+        # history yet): one silent since before the restart, or never heard at all, is reported like
+        # one that stopped while the engine ran; a first start does not call the whole estate silent.
+        self.engine.expect_all(self.engine.first_ms or int(time.time() * 1000))
         self.rebuilt = {**counts, "changes": len(changes), "new": applied}
         self.metrics.rebuild_s.set(time.monotonic() - started)
         log.info("rebuilt rule state from history", extra={**self.rebuilt, "seconds": time.monotonic() - started})

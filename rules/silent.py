@@ -1,5 +1,9 @@
 """Silent devices: nothing heard for ``intervals`` times a device's reporting interval.
 
+Every expected device has a deadline from the start: one never heard at all is silent a window after
+it was first expected (the engine's first message, or its registration), like one that stopped.
+A disabled or deleted device leaves (``forget``).
+
 Grouped per building (or zone, or the estate for estate-wide devices) so that a power cut or a
 gateway outage raises one maintenance item listing the devices, not hundreds. Deadlines sit in a
 heap, so each message costs O(log n) however large the estate.
@@ -41,22 +45,40 @@ class Silent:
             self.scheduled.add(device)
             self.where[device] = where
             heapq.heappush(self.deadlines, (ts + self._window_ms(ctx, where), device))
-        if not self.silent:
-            return
-        group = self.group(where)
+        if self.silent:
+            self._out_of_group(ctx, where, ts, "back")
+
+    def _out_of_group(self, ctx: Context, where: Where, ts: int, why: str) -> None:
+        """A device no longer silent (``back``) or no longer expected (``left``): its group's item says so."""
+        device, group = where.device.id, self.group(where)
         quiet = self.silent.get(group)
         if quiet and device in quiet:
             quiet.discard(device)
             if quiet:
-                ctx.note(
-                    RULE,
-                    group,
-                    ts,
-                    {"ts": ts, "back": device, "silent": sorted(quiet)[:LISTED], "silent_count": len(quiet)},
-                )
+                ctx.note(RULE, group, ts, {"ts": ts, why: device, "silent": sorted(quiet)[:LISTED],
+                                           "silent_count": len(quiet)})  # fmt: skip
             else:
                 del self.silent[group]
-                ctx.resolve(RULE, group, ts, {"ts": ts, "back": device})
+                ctx.resolve(RULE, group, ts, {"ts": ts, why: device})
+
+    def expect(self, ctx: Context, where: Where, since: int) -> None:
+        """A device that should be heard from ``since`` on; one already heard keeps its last reading."""
+        device = where.device.id
+        if device in self.last_seen:
+            return
+        self.last_seen[device] = since
+        self.where[device] = where
+        if device not in self.scheduled:
+            self.scheduled.add(device)
+            heapq.heappush(self.deadlines, (since + self._window_ms(ctx, where), device))
+
+    def forget(self, ctx: Context, device: str, ts: int) -> None:
+        """A device no longer expected (disabled, deleted): out of its group's item."""
+        where = self.where.pop(device, None)
+        self.last_seen.pop(device, None)
+        self.scheduled.discard(device)
+        if where is not None:
+            self._out_of_group(ctx, where, ts, "left")
 
     def adopt(self, alert: Alert) -> None:
         """An open item from before a restart: its devices stay silent until heard from."""
@@ -66,7 +88,9 @@ class Silent:
     def tick(self, ctx: Context, now: int) -> None:
         while self.deadlines and self.deadlines[0][0] <= now:
             deadline, device = heapq.heappop(self.deadlines)
-            where = self.where[device]
+            where = self.where.get(device)
+            if where is None or device not in self.scheduled:
+                continue  # forgotten since it was scheduled
             expected = self.last_seen[device] + self._window_ms(ctx, where)
             if expected > deadline:
                 heapq.heappush(self.deadlines, (expected, device))  # heard from since

@@ -210,6 +210,7 @@ class AlertStore:
             )  # fmt: skip
         if _rank(snap["severity"]) > _rank(row.severity):
             row.severity = snap["severity"]
+            row.severity_at_ms = self.now_ms()
         row.escalation = max(row.escalation, snap["escalation"])
         row.title, row.recipients, row.evidence = snap["title"], recipients, evidence
         row.last_ts = max(row.last_ts, ts)
@@ -270,8 +271,9 @@ class AlertStore:
     async def escalate_unacknowledged(
         self, timeouts_s: Mapping[str, Sequence[float]], recipients: Callable[[AlertView, int], list[str]]
     ) -> list[AlertView]:
-        """Raise open alerts nobody acknowledged in time: ``timeouts_s[severity][n]`` seconds after
-        opening is the (n+1)th escalation; ``recipients`` names who the next level reaches."""
+        """Raise open alerts nobody acknowledged in time: ``timeouts_s[severity][n]`` seconds after the
+        alert reached its severity (its opening, or a raise since) is the (n+1)th escalation;
+        ``recipients`` names who the next level reaches."""
         now = self.now_ms()
         raised: list[AlertView] = []
         first_steps = [steps[0] for steps in timeouts_s.values() if steps]
@@ -280,13 +282,14 @@ class AlertStore:
         # Only alerts old enough for the shortest first step are loaded: usually none at all.
         oldest = now - int(min(first_steps) * 1000)
         async with self.registry.session() as s, s.begin():
-            query = select(AlertRow).where(AlertRow.state == "open", AlertRow.opened_at_ms <= oldest)
+            since = func.coalesce(AlertRow.severity_at_ms, AlertRow.opened_at_ms)
+            query = select(AlertRow).where(AlertRow.state == "open", since <= oldest)
             rows = (await s.scalars(query)).all()
             for row in rows:
                 steps = timeouts_s.get(row.severity, ())
                 if row.ack_escalations >= len(steps):
                     continue
-                if now - row.opened_at_ms < steps[row.ack_escalations] * 1000:
+                if now - (row.severity_at_ms or row.opened_at_ms) < steps[row.ack_escalations] * 1000:
                     continue
                 row.ack_escalations += 1
                 view = AlertView.of(row)

@@ -7,7 +7,11 @@ so what validates here can be written to InfluxDB without further checks.
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema
+
+from devices.plates import MAX_RAW as MAX_RAW_PLATE
+from devices.plates import canonical as canonical_plate
+from devices.plates import is_plate
 
 # 2000-01-01 .. 2100-01-01: anything outside is a clock fault, not a reading.
 TS_MIN_MS = 946_684_800_000
@@ -30,10 +34,36 @@ ZoneId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
 # An opaque reference the vendor maps to a card, face or code: never a name or a number.
 CredentialRef = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 FaultCode = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,32}$")]
-# Mainland plates: province character, issuing-office letter, 5 (fuel) or 6 (new-energy) characters.
+
+
+def _canonical_plate(value: object) -> object:
+    """Plates as cameras send them (苏C·A1200, 苏C A1200, full width, lower case) to one form: 苏CA1200.
+    Anything else goes on to the checks below as it is, and fails there."""
+    if isinstance(value, str) and len(value) <= MAX_RAW_PLATE:
+        return canonical_plate(value)
+    return value
+
+
+def _mainland_plate(value: str) -> str:
+    if not is_plate(value):
+        raise ValueError("not a mainland plate (province, office letter, 5 or 6 characters, a suffix, or 应急)")
+    return value
+
+
+# Mainland plates, stored canonical (devices/plates.py): ordinary, new-energy, suffixed, emergency.
 Plate = Annotated[
     str,
-    StringConstraints(pattern=r"^[\u4e00-\u9fa5][A-Z][A-Z0-9]{4,5}[A-Z0-9\u4e00-\u9fa5]$"),
+    BeforeValidator(_canonical_plate),
+    AfterValidator(_mainland_plate),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 7,
+            "maxLength": MAX_RAW_PLATE,
+            "description": "a mainland plate: 苏C12345, 苏CD12345, 苏C1234警, 苏C1234应急; separator dots, spaces, "
+            "full-width characters and lower case are accepted and stored canonically (苏C·A1200 is 苏CA1200)",
+        }
+    ),
 ]
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, delete, event, func, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from devices.estate import Estate
+from devices.estate import Device, Estate
 from devices.types import DeviceType
 from store.registry.schema import Base, BuildingRow, DeviceRow, EstateSettingRow, GridRow, SiteRow, UnitRow, ZoneRow
 
@@ -52,6 +52,11 @@ class DeviceInfo:
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    def as_estate_device(self) -> Device:
+        """The estate model's device (what the rules place and judge), from the registry's."""
+        return Device(id=self.id, type=self.type, building=self.building, unit=self.unit, floor=self.floor,
+                      zone=self.zone, interval_s=self.interval_s)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,6 +111,9 @@ class AlertRow(Base):
     evidence: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     ack_escalations: Mapped[int] = mapped_column(Integer, default=0)  # raised for want of an acknowledgement
     opened_at_ms: Mapped[int] = mapped_column(BigInteger)  # wall clock, for ack timers
+    # Wall clock when the alert reached its current severity (None: since it opened): a severity's
+    # acknowledgement timeouts run from then, not from an opening at a lower severity.
+    severity_at_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     acknowledged_at_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     resolved_at_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from devices.catalog import CATALOG, MAX_BATCH, MAX_PAYLOAD_BYTES, PayloadError, parse_payload
 from devices.payloads.common import Status
+from devices.plates import PROVINCES, SUFFIXES, canonical, is_plate
 from devices.reference import reference_estate
 from devices.types import Channel, DeviceType
 from sim.behaviours import Fleet, behaviour_for
@@ -105,20 +106,51 @@ def test_power_meters_have_no_event_channel() -> None:
         ("苏CD12345", True),
         ("京A0B1C2", True),
         ("苏C1234学", True),
+        ("苏C1234警", True),
+        ("苏C1234应急", True),
+        ("苏C·A1200", True),
+        ("苏C A1200", True),
+        ("苏Ｃ１２３４５", True),
+        ("苏c12345", True),
+        ("苏C12345\n", True),
         ("SUC12345", False),
-        ("苏c12345", False),
         ("苏C1234", False),
         ("苏C,x=1 y", False),
-        ("苏C12345\n", False),
+        ("沪C12345应急", False),
+        ("喵C12345", False),
+        ("苏C" + "1" * 40, False),
     ],
 )
 def test_plates(plate: str, ok: bool) -> None:
     body = {"ts": TS, "seq": 1, "type": "plate_read", "plate": plate, "direction": "in", "confidence": 0.9}
     raw = json.dumps(body, ensure_ascii=False).encode()
     if ok:
-        parse_payload(DeviceType.VEHICLE_GATE, Channel.EVENT, raw)
+        [read] = parse_payload(DeviceType.VEHICLE_GATE, Channel.EVENT, raw)
+        assert read.plate == canonical(plate) and is_plate(read.plate)  # type: ignore[union-attr]
     else:
         assert reason(raw, DeviceType.VEHICLE_GATE, Channel.EVENT) == "schema"
+
+
+plain = st.builds(
+    lambda p, o, body: p + o + body,
+    st.sampled_from(PROVINCES), st.sampled_from("ABCDEFGHJKLMNPQRSTUVWXYZ"),
+    st.one_of(
+        st.text("ABCDEFGHJKLMNPQRSTUVWXYZ0123456789", min_size=5, max_size=6),
+        st.builds(lambda d, s: d + s, st.text("0123456789", min_size=4, max_size=4),
+                  st.sampled_from([*SUFFIXES, "应急"])),
+    ),
+)  # fmt: skip
+
+
+@given(plain, st.lists(st.sampled_from(["·", " ", "•", "-", "．", "\u3000"]), max_size=3), st.booleans(), st.booleans())
+def test_every_form_a_camera_sends_is_the_same_plate(plate: str, seps: list[str], wide: bool, lower: bool) -> None:
+    assert is_plate(plate) and canonical(plate) == plate
+    text = plate[:2] + "".join(seps) + plate[2:]
+    if wide:
+        text = "".join(chr(ord(c) + 0xFEE0) if c.isascii() and c.isalnum() else c for c in text)
+    if lower:
+        text = text.lower()
+    assert canonical(text) == plate and canonical(canonical(text)) == plate
 
 
 def test_status_is_one_object() -> None:

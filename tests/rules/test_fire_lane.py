@@ -107,3 +107,31 @@ def test_the_blocking_plates_owner_unit_is_named_even_through_a_misread(small: E
     assert misread["evidence"][-1]["owner_unit"] == "b002-u1", "one character off a registered plate"
     stranger = next(c for c in park(Feed(estate), at(15), 6, plate="苏C99Z99") if c["escalation"] == 1)
     assert stranger["evidence"][-1]["owner_unit"] is None
+
+
+def test_emergency_and_police_vehicles_never_block_and_say_so(small: Estate, tmp_path: Path) -> None:
+    assert park(Feed(small), at(15), 25, plate="苏C1234应急") == [], "an ambulance on a call-out"
+    assert park(Feed(small), at(15), 25, plate="苏C·1234警") == [], "a police car, its plate with the dot"
+    cfg = tmp_path / "rules.yaml"
+    cfg.write_text("rules:\n  fire_lane:\n    exempt_services: false\n")
+    off = park(Feed(small, RulesConfig.load(cfg)), at(15), 25, plate="苏C1234应急")
+    assert off and off[0]["change"] == "opened", "an estate may count them"
+    # A car blocks the lane; a fire engine arrives: the open alert names it as not blocking.
+    feed = Feed(small)
+    feed.send("camera", "cam-fl-01", "event", ts=at(15), type="zone_occupied", zone=LANE, object_kind="car",
+              plate="苏C88A21", confidence=0.95)  # fmt: skip
+    stages = [c for i in range(13) for c in space(feed, at(15) + i * 30_000, True)]
+    assert stages[-1]["escalation"] == 1
+    [noted] = feed.send("camera", "cam-fl-01", "event", ts=at(15, 6) + 30_000, type="zone_occupied", zone=LANE,
+                        object_kind="truck", plate="苏C 0119应急", confidence=0.9)  # fmt: skip
+    assert noted["evidence"][-1] == {"ts": at(15, 6) + 30_000, "exempt_seen": "苏C0119应急 (emergency)",
+                                     "counted_as_blocking": False}  # fmt: skip
+
+
+def test_exempt_plates_match_in_any_form(small: Estate, tmp_path: Path) -> None:
+    cfg = tmp_path / "rules.yaml"
+    cfg.write_text("rules:\n  fire_lane:\n    exempt_plates: ['苏c·12000']\n")
+    config = RulesConfig.load(cfg)
+    assert config.rules.fire_lane.exempt_plates == ["苏C12000"]
+    assert park(Feed(small, config), at(15), 25, plate="苏C 12000") == []
+    assert park(Feed(small, config), at(15), 25, plate="苏Ｃ１２０００") == []

@@ -116,3 +116,44 @@ async def test_the_simulators_blocked_fire_lane_is_caught(broker: Broker, small:
     lane = alert_changes(record, estate_file, "fire_lane")
     assert [c["escalation"] for c in lane][:2] == [0, 1], lane
     assert lane[1]["evidence"][-1]["plate"], "the camera read the blocking car's plate"
+
+
+def test_an_18_minute_block_gives_the_voice_and_the_grid_on_time_and_no_critical(
+    small: Estate, tmp_path: Path
+) -> None:
+    """A recorded day's hour: the lane clear for ten minutes (its sensor reporting so), then a car for
+    18 minutes (the sensor every 30 s, one flicker), then gone; radios keep the clock moving."""
+    start = 1_796_104_800_000  # 2026-12-01 15:00 +08:00
+    arrival = start + 10 * 60_000
+    lines = []
+    seq = 0
+
+    def add(ts: int, device_type: str, device: str, channel: str, body: dict[str, object]) -> None:
+        nonlocal seq
+        seq += 1
+        lines.append((ts, {"topic": f"estate/v1/small/{device_type}/{device}/{channel}",
+                           "payload": {"ts": ts, "seq": seq, **body}}))  # fmt: skip
+
+    for ts in range(start, arrival + 25 * 60_000, 30_000):
+        blocked = arrival <= ts < arrival + 18 * 60_000 and ts != arrival + 7 * 60_000  # one clear reading
+        add(ts + 7, "space_sensor", "sp-fl-01-1", "telemetry", {"occupied": blocked, "battery_pct": 80.0})
+    add(arrival, "camera", "cam-fl-01", "event", {"type": "zone_occupied", "zone": "fl-01", "object_kind": "car",
+                                                  "plate": "苏C·A1200", "confidence": 0.95})  # fmt: skip
+    add(arrival + 18 * 60_000, "camera", "cam-fl-01", "event", {"type": "zone_cleared", "zone": "fl-01"})
+    for ts in range(start, arrival + 25 * 60_000, 5_000):
+        add(ts, "radio", "radio-01", "telemetry", {"lat": 34.24, "lon": 117.23, "accuracy_m": 5.0, "speed_m_s": 0.0,
+                                                   "battery_pct": 80.0})  # fmt: skip
+    recording = tmp_path / "day.jsonl"
+    ordered = sorted(lines, key=lambda x: x[0])
+    recording.write_text("".join(json.dumps(doc, ensure_ascii=False) + "\n" for _, doc in ordered))
+    estate_file = tmp_path / "estate.yaml"
+    estate_file.write_text(dump_estate(small))
+    done = replay(str(recording), "--estate", str(estate_file))
+    assert done.returncode == 0, done.stderr
+    lane = [json.loads(x) for x in done.stdout.splitlines() if json.loads(x)["rule"] == "fire_lane"]
+    stages = {c["escalation"]: c["ts"] for c in lane if c["change"] != "resolved"}
+    assert set(stages) == {0, 1}, "voice and grid, never critical for 18 minutes"
+    assert arrival + 90_000 <= stages[0] <= arrival + 90_000 + 5_000 + 1000
+    assert arrival + 300_000 <= stages[1] <= arrival + 300_000 + 5_000 + 1000
+    assert lane[-1]["change"] == "resolved"
+    assert lane[0]["evidence"][-1]["plate"] == "苏CA1200"

@@ -5,6 +5,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from store.alerts import AlertNotFoundError, AlertStateError, AlertStore, mirror_line, open_lines
 from store.registry.db import Registry
@@ -200,3 +202,47 @@ async def test_the_influx_copy_of_an_acknowledgement_says_how_long_it_took(store
     acked = await store.acknowledge(opened.alert.id, "worker")
     line = mirror_line(acked, "acknowledged", store.now_ms())
     assert ",action=acknowledged," in line and ",ack_s=95.500 " in line
+
+
+async def test_a_raised_alert_escalates_its_new_severitys_timeout_after_the_raise(
+    store: AlertStore, clock: Clock
+) -> None:
+    """A fire lane opens as info (voice) and becomes a warning at 5 min: the warning's 30 min run from
+    the raise, not from the opening (that was 3.5 min early)."""
+    timeouts = {"critical": [180, 900], "warning": [1800], "info": []}
+    await store.apply("opened", 1000, snap())
+    clock.t += 210
+    await store.apply("updated", 211_000, snap(severity="warning", escalation=1))
+    clock.t += 1799
+    assert await store.escalate_unacknowledged(timeouts, lambda a, n: []) == []
+    clock.t += 1
+    [raised] = await store.escalate_unacknowledged(timeouts, lambda a, n: ["contact:property_manager"])
+    assert raised.ack_escalations == 1
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(0, 3000), st.lists(st.integers(1, 400), min_size=1, max_size=30))
+async def test_escalation_comes_at_the_first_check_after_each_timeout(
+    tmp_path_factory: pytest.TempPathFactory, raise_after_s: int, checks: list[int]
+) -> None:
+    clock = Clock()
+    timeouts = {"critical": [180.0, 900.0], "warning": [1800.0]}
+    async with Registry(f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('esc')}/reg.db") as reg:
+        store = AlertStore(reg, clock)
+        await store.apply("opened", 1000, snap(severity="warning"))
+        opened_at = clock.t
+        severity_at, severity, raised_done = opened_at, "warning", False
+        level_at: list[float] = []
+        for step in checks:
+            clock.t += step
+            if not raised_done and clock.t - opened_at >= raise_after_s:
+                await store.apply("updated", 2000, snap(severity="critical", escalation=2))
+                severity_at, severity, raised_done = clock.t, "critical", True
+            before = len(level_at)
+            due = timeouts[severity][before] if before < len(timeouts[severity]) else None
+            got = await store.escalate_unacknowledged(timeouts, lambda a, n: [])
+            if due is not None and clock.t - severity_at >= due:
+                assert len(got) == 1, f"level {before + 1} due {due} s after {severity}, at {clock.t - severity_at}"
+                level_at.append(clock.t)
+            else:
+                assert got == [], "escalated before its timeout"
