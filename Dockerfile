@@ -7,6 +7,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY devices ./devices
 COPY store ./store
+COPY runtime ./runtime
 COPY stack ./stack
 COPY sim ./sim
 COPY ingest ./ingest

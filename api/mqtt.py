@@ -17,8 +17,8 @@ from typing import Any, Self
 
 import aiomqtt
 
+from runtime.settings import MqttTarget
 from store.dynsec import DYNSEC_RESPONSE, DYNSEC_TOPIC, DynsecCalls, DynsecError
-from store.settings import MqttTarget
 
 __all__ = ["ApiBroker", "BrokerError", "DynsecError"]
 log = logging.getLogger("estatewatch.api.mqtt")

@@ -26,18 +26,19 @@ from typing import Any
 import aiohttp
 
 from bench.rules_bench import estate_stream
+from devices.alerts import Alert
 from devices.catalog import PayloadError, parse_payload
 from devices.estate import Estate
 from devices.reference import reference_estate
 from devices.topics import TopicError, parse_topic
 from devices.types import DeviceType
 from ingest.lines import encode
+from runtime.settings import Settings
 from stack.local import LocalStack
 from stack.procs import free_port, free_port_pair
 from store.alerts import AlertStore
 from store.influx import Influx
 from store.registry.db import Registry
-from store.settings import Settings
 from store.tokens import Role, TokenStore
 
 Say = Callable[[str], None]
@@ -110,7 +111,7 @@ async def _load_alerts(registry: Registry, estate: Estate, count: int) -> int:
                 "first_ts": ts, "last_ts": ts, "state": "open", "count": 1, "escalation": 0,
                 "grid": grid_of.get(d.building or ""), "building": d.building, "unit": d.unit, "zone": None,
                 "recipients": [], "evidence": [{"ts": ts, "stage": "bench"}], "resolved_ts": None}  # fmt: skip
-        applied = await store.apply("opened", ts, snap)
+        applied = await store.apply("opened", ts, Alert.from_json(snap))
         if applied is not None and rng.random() < 0.97:  # most of a year's alerts are long resolved
             await store.resolve(applied.alert.id, "bench")
     return count

@@ -30,12 +30,12 @@ from bench.publisher import publish, smoke_messages
 from devices.catalog import MAX_PAYLOAD_BYTES
 from devices.estate import load_estate
 from devices.types import DeviceType
+from runtime.settings import Settings, parse_mqtt_url
 from stack.local import LocalStack
 from stack.procs import free_port
 from store.alerts import AlertStore
 from store.influx import Influx
 from store.registry.db import DeviceInfo, Registry
-from store.settings import Settings, parse_mqtt_url
 
 Say = Callable[[str], None]
 DB = "estate_bench_flood"

@@ -24,11 +24,11 @@ import httpx
 
 from bench.procstat import sample
 from bench.publisher import Publisher, publish, smoke_messages
+from runtime.settings import Settings, parse_mqtt_url
 from stack.local import LocalStack
 from stack.procs import free_port
 from store.influx import Influx
 from store.registry.db import DeviceInfo, Registry
-from store.settings import Settings, parse_mqtt_url
 
 Say = Callable[[str], None]
 

@@ -13,9 +13,9 @@ import gmqtt
 
 from devices.topics import device_topic
 from devices.types import Channel
-from store.mqtt import PublishWindow, publish_qos1
+from runtime.mqtt import PublishWindow, publish_qos1
+from runtime.settings import MqttTarget
 from store.registry.db import DeviceInfo
-from store.settings import MqttTarget
 
 # Below the broker's Receive Maximum (max_inflight_messages 100).
 WINDOW = 90

@@ -37,10 +37,10 @@ from devices.topics import TopicError, device_topic, parse_topic
 from devices.types import DeviceType
 from rules.config import RulesConfig
 from rules.engine import Engine
+from runtime.settings import Settings, parse_mqtt_url
 from sim.behaviours import Fleet, behaviour_for
 from stack.local import LocalStack
 from stack.procs import free_port, free_port_pair
-from store.settings import Settings, parse_mqtt_url
 
 Say = Callable[[str], None]
 SLICE_MS = 600_000

@@ -1,11 +1,9 @@
 """``estatewatch``: one command, a subcommand per job."""
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,13 +18,13 @@ from grafana.settings import GrafanaSettings
 from ingest.config import IngestSettings
 from load.settings import LoadSettings
 from rules.settings import RulesSettings
+from runtime.logs import setup_logging
+from runtime.settings import Settings, parse_mqtt_url
 from sim.behaviours import sample_devices
 from sim.incidents import Incident, IncidentError, IncidentKind
 from stack.procs import StackError
 from store.influx import InfluxError
-from store.logs import setup_logging
 from store.registry.db import Registry
-from store.settings import Settings, parse_mqtt_url
 from store.tokens import Role
 
 estate_option = click.option(
@@ -281,33 +279,16 @@ def simulate(
 # -- services ----------------------------------------------------------------------------------
 
 
-def _run_service(coro: Any) -> Any:
-    with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(coro)
-    return None
-
-
-def _serve(service: Any, name: str, extra: dict[str, Any]) -> None:
-    """Run a service (an async context manager with stop(), wait() and failed) until SIGTERM or
-    Ctrl-C; exits 1 when it stopped because one of its tasks failed, so a supervisor can tell."""
-
-    async def serve() -> BaseException | None:
-        loop = asyncio.get_running_loop()
-        async with service as svc:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, svc.stop)
-            logging.getLogger(f"estatewatch.{name}").info(f"{name} running", extra=extra)
-            await svc.wait()
-        failed: BaseException | None = service.failed
-        return failed
+def _serve(make: Any, extra: dict[str, Any]) -> None:
+    """Run a service until SIGTERM or Ctrl-C; exit 1 when one of its tasks failed, so that a
+    supervisor can tell a crash from a stop."""
+    from runtime.service import serve
 
     try:
-        failed = _run_service(serve())
+        code = serve(make, extra)
     except ConnectionError as exc:
         _fail(str(exc))
-    if failed is not None:
-        click.echo(f"{name} stopped because a task failed: {failed!r}", err=True)
-        sys.exit(1)
+    sys.exit(code)
 
 
 @main.command()
@@ -320,7 +301,7 @@ def ingest(**values: Any) -> None:
     setup_logging(settings.log_level, settings.log_format)
 
     extra = {"broker": settings.mqtt.url(), "influx": settings.influx_url, "metrics_port": settings.ingest_metrics_port}
-    _serve(IngestService(settings), "ingest", extra)
+    _serve(lambda: IngestService(settings), extra)
 
 
 @main.command()
@@ -387,7 +368,7 @@ def rules_run(**values: Any) -> None:
     setup_logging(settings.log_level, settings.log_format)
     extra = {"broker": settings.mqtt.url(), "influx": settings.influx_url, "metrics_port": settings.rules_metrics_port}
     try:
-        _serve(RulesService(settings), "rules", extra)
+        _serve(lambda: RulesService(settings), extra)
     except (EstateError, ConfigError) as exc:
         _fail(str(exc))
 
@@ -414,7 +395,7 @@ def api(**values: Any) -> None:
         port=settings.api_port,
         log_config=None,
         access_log=False,  # the app logs requests itself, without query strings or headers
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=int(settings.drain_s),
         # uvicorn's 5 s default closes a phone's connection between two polls, and a request sent as
         # it closes fails (seen in the load test): idle connections outlive the polling interval.
         timeout_keep_alive=settings.api_keep_alive_s,

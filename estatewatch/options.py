@@ -5,7 +5,7 @@ from typing import Any, TypeVar
 
 import click
 
-from store.settings import ENV_PREFIX, Settings, SettingsError, flag_for, load_settings
+from runtime.settings import ENV_PREFIX, Settings, SettingsError, flag_for, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 S = TypeVar("S", bound=Settings)

@@ -2,7 +2,7 @@
 
 from pydantic import Field
 
-from store.settings import Settings
+from runtime.settings import Settings
 
 
 class GrafanaSettings(Settings):

@@ -17,9 +17,9 @@ from devices.catalog import PayloadError, parse_payload
 from devices.payloads.common import Reading, Status
 from devices.topics import DeviceTopic, TopicError, parse_topic
 from devices.types import DeviceType
+from runtime.settings import Settings
 from store.influx import Influx, InfluxError
 from store.retention import policies
-from store.settings import Settings
 
 log = logging.getLogger("estatewatch.ingest.admission")
 

@@ -42,7 +42,6 @@ class IngestSettings(AdmissionSettings):
     ingest_gzip: str = Field("auto", pattern=r"^(auto|on|off)$", description="gzip writes: auto = off on loopback")
     ingest_completeness_s: int = Field(60, ge=0, description="ingest_completeness period, s (0: off)")
     ingest_stats_s: float = Field(10.0, ge=0, le=3600, description="period of the ingest_stats points, s (0: off)")
-    ingest_drain_s: float = Field(20.0, ge=0, description="on SIGTERM, flush for at most this long")
     ingest_reject_budget_per_min: int = Field(
         60,
         ge=1,

@@ -11,8 +11,9 @@ its network loop in a thread and measured ~44k msg/s against gmqtt's ~119k on th
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
-from typing import Any, Self
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from devices.payloads.common import Status
 from devices.topics import subscription
@@ -28,10 +29,10 @@ from ingest.rejects import REJECTS_RP, Letter, Notices, QuarantineError, RejectB
 from ingest.selfstats import SelfStats
 from ingest.spool import Spool
 from ingest.writer import Entry, Outcome, Writer
-from store.consumer import StreamConsumer
+from runtime.health import HealthServer
+from runtime.stream import StreamService
 from store.devices import DeviceAdmin
 from store.dynsec import DYNSEC_RESPONSE, DYNSEC_TOPIC, DynsecCalls, DynsecError, client_enabled_command
-from store.health import HealthServer
 from store.influx import Influx, InfluxError
 from store.registry.db import DeviceInfo, Registry
 from store.retention import ensure_policy
@@ -48,9 +49,9 @@ RIGHTS_CHECK_TIMEOUT_S = 3.0
 UNSPECIFIED_ERROR = 0x80
 
 
-class IngestService(StreamConsumer):
+class IngestService(StreamService):
     def __init__(self, settings: IngestSettings) -> None:
-        super().__init__("ingest", log)
+        super().__init__("ingest", log, settings.drain_s)
         self.settings = settings
         self.metrics = IngestMetrics()
         self.seqs = SeqTracker()
@@ -63,89 +64,70 @@ class IngestService(StreamConsumer):
         self._started = False
 
     # -- lifecycle -------------------------------------------------------------------------------
-    async def __aenter__(self) -> Self:
+    async def open(self) -> None:
         s = self.settings
-        self._opening()
-        try:
-            self.influx = await self._stack.enter_async_context(
-                Influx(s.influx_url, s.influx_database, timeout_s=s.ingest_write_timeout_s)
+        self.influx = await self.stack.enter_async_context(
+            Influx(s.influx_url, s.influx_database, timeout_s=s.ingest_write_timeout_s)
+        )
+        self.registry = await self.stack.enter_async_context(Registry(s.db_url))
+        await self._refresh_devices()
+        await self._prepare_influx()
+        self.spool = Spool(s.spool_dir, s.ingest_spool_max_mb * 1024 * 1024)
+        if self.spool:
+            log.warning("spool holds %d batches from before; replaying", self.spool.depth)
+        self.metrics.spool_bytes.set(self.spool.bytes)
+        self.writer = Writer(
+            self.influx, self.spool, self.metrics, spool_after_s=s.ingest_spool_after_s, gzip_mode=s.ingest_gzip,
+            ensure_policies=self._ensure_policies,
+        )  # fmt: skip
+        self.batcher = Batcher(self.writer, s.ingest_batch_size, s.ingest_batch_ms)
+        self.notices = Notices(s.ingest_notice_queue, self.metrics)
+        counts = RejectCounts(s.ingest_client_id, s.ingest_reject_count_s, self.batcher.add, Stamps())
+        self.rejects = RejectBook(
+            self.metrics,
+            s.ingest_client_id,
+            RejectBudget(s.ingest_reject_budget_per_min, s.ingest_rejects_kept_per_day),
+            counts,
+            self.notices,
+            self.batcher.add,
+            quarantine_per_min=s.ingest_quarantine_per_min,
+        )
+        if s.ingest_metrics_port:
+            self.health = await self.stack.enter_async_context(
+                HealthServer(s.ingest_metrics_host, s.ingest_metrics_port, self.metrics.registry, self.problem)
             )
-            self.registry = await self._stack.enter_async_context(Registry(s.db_url))
-            await self._refresh_devices()
-            await self._prepare_influx()
-            self.spool = Spool(s.spool_dir, s.ingest_spool_max_mb * 1024 * 1024)
-            if self.spool:
-                log.warning("spool holds %d batches from before; replaying", self.spool.depth)
-            self.metrics.spool_bytes.set(self.spool.bytes)
-            self.writer = Writer(
-                self.influx, self.spool, self.metrics, spool_after_s=s.ingest_spool_after_s, gzip_mode=s.ingest_gzip,
-                ensure_policies=self._ensure_policies,
-            )  # fmt: skip
-            self.batcher = Batcher(self.writer, s.ingest_batch_size, s.ingest_batch_ms)
-            self.notices = Notices(s.ingest_notice_queue, self.metrics)
-            counts = RejectCounts(s.ingest_client_id, s.ingest_reject_count_s, self.batcher.add, Stamps())
-            self.rejects = RejectBook(
-                self.metrics,
-                s.ingest_client_id,
-                RejectBudget(s.ingest_reject_budget_per_min, s.ingest_rejects_kept_per_day),
-                counts,
-                self.notices,
-                self.batcher.add,
-                quarantine_per_min=s.ingest_quarantine_per_min,
-            )
-            if s.ingest_metrics_port:
-                self.health = await self._stack.enter_async_context(
-                    HealthServer(s.ingest_metrics_host, s.ingest_metrics_port, self.metrics.registry, self.problem)
-                )
-            self._start_ingest_tasks()
-            await self._connect()
-            if s.ingest_quarantine_per_min:
-                await self._check_quarantine_rights()
-            self._started = True
-        except BaseException:
-            await self._close()
-            raise
-        return self
+        self._start_ingest_tasks()
+        await self._connect()
+        if s.ingest_quarantine_per_min:
+            await self._check_quarantine_rights()
+        self._started = True
 
     def _start_ingest_tasks(self) -> None:
-        jobs: dict[str, Coroutine[Any, Any, None]] = {
-            "batch-flush": self.batcher.flush_forever(),
-            "spool-replay": self.writer.replay_forever(),
-            "registry-refresh": self._refresh_forever(),
-            "reject-counts": self.rejects.counts.flush_forever(self.rejects.sweep),
-            "notices": self.notices.publish_forever(self.publish),
-        }
-        for i in range(self.settings.ingest_writers):
-            jobs[f"writer-{i}"] = self.batcher.write_forever()
-        if self.settings.ingest_quarantine_per_min:
-            jobs["quarantine"] = self.rejects.quarantine_forever(self._quarantine)
-        if self.settings.ingest_completeness_s:
-            jobs["completeness"] = Completeness(
-                self.influx, self.metrics, self.settings.ingest_completeness_s
-            ).run_forever()
-        if self.settings.ingest_stats_s:
-            jobs["self-stats"] = SelfStats(
-                self.influx, self.metrics, self.settings.ingest_client_id, self.settings.ingest_stats_s
-            ).run_forever()
-        self._start_tasks(jobs)
+        s = self.settings
+        self.task("batch-flush", self.batcher.flush_forever())
+        self.task("spool-replay", self.writer.replay_forever())
+        # A registry hiccup (locked, restarting) is retried; one that lasts is the end of this worker.
+        self.every("registry-refresh", s.ingest_registry_refresh_s, self._refresh_devices,
+                   retry=(SQLAlchemyError, OSError))  # fmt: skip
+        self.task("reject-counts", self.rejects.counts.flush_forever(self.rejects.sweep))
+        self.task("notices", self.notices.publish_forever(self.publish))
+        for i in range(s.ingest_writers):
+            self.task(f"writer-{i}", self.batcher.write_forever())
+        if s.ingest_quarantine_per_min:
+            self.task("quarantine", self.rejects.quarantine_forever(self._quarantine))
+        if s.ingest_completeness_s:
+            self.task("completeness", Completeness(self.influx, self.metrics, s.ingest_completeness_s).run_forever())
+        if s.ingest_stats_s:
+            stats = SelfStats(self.influx, self.metrics, s.ingest_client_id, s.ingest_stats_s)
+            self.task("self-stats", stats.run_forever())
 
     async def drain(self) -> None:
-        """Flush what was accepted within the drain deadline; the rest stays unacknowledged (redelivered)."""
-        self.accepting = False
+        """Flush what was accepted, and let its PUBACKs go; the rest stays unacknowledged (redelivered)."""
         if not hasattr(self, "batcher"):
             return
-
-        async def settle_everything() -> None:
-            await self.rejects.counts.flush()
-            await self.batcher.drain()
-
-        try:
-            await asyncio.wait_for(settle_everything(), self.settings.ingest_drain_s)
-        except TimeoutError:
-            log.error(
-                "drain deadline of %.0f s passed; unflushed messages will be redelivered", self.settings.ingest_drain_s
-            )
-        await asyncio.sleep(0.05)  # let the handlers return, so gmqtt sends their PUBACKs
+        await self.rejects.counts.flush()
+        await self.batcher.drain()
+        await self.handlers_done()
 
     # -- set-up ----------------------------------------------------------------------------------
     async def _prepare_influx(self) -> None:
@@ -176,14 +158,9 @@ class IngestService(StreamConsumer):
             await asyncio.sleep(max(0.0, self._last_refresh + UNKNOWN_REFRESH_MIN_S - time.monotonic()))
             await self._refresh_devices()
 
-    async def _refresh_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.ingest_registry_refresh_s)
-            await self._refresh_devices()
-
     async def _connect(self) -> None:
         s = self.settings
-        await self._connect_stream(
+        await self.connect_stream(
             s.mqtt,
             client_id=s.ingest_client_id,
             session_expiry_s=s.ingest_session_expiry_s,
@@ -204,9 +181,7 @@ class IngestService(StreamConsumer):
             return f"not acknowledging: {self.writer.holding}"
         if self.spool.bytes >= self.spool.max_bytes:
             return "spool full: InfluxDB has been away too long"
-        if any(t.done() for t in self._tasks):
-            return "a worker task has stopped"
-        return None
+        return super().problem()
 
     # -- quarantine ------------------------------------------------------------------------------
     async def _dynsec_call(
@@ -240,13 +215,9 @@ class IngestService(StreamConsumer):
         await self._refresh_devices()
 
     # -- messages --------------------------------------------------------------------------------
-    async def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
+    async def on_message(self, topic: str, payload: bytes, properties: dict[str, Any]) -> int:
         if topic == DYNSEC_RESPONSE:
             self._dynsec.answer(payload)
-            return 0
-        if not self.accepting:
-            # Never acknowledged: the broker redelivers it after this worker (or its session) returns.
-            await self._until_closed()
             return 0
         received = time.perf_counter()
         self.metrics.inflight.inc()

@@ -35,9 +35,10 @@ from load.report import Outcome, report_lines, summarize
 from load.scenarios import SCENARIOS, Scenario
 from load.settings import LoadSettings
 from load.verify import Verdict, verify
+from runtime.service import sigterm_as_interrupt
 from stack.local import LocalStack
 from stack.procs import StackError, free_port, free_port_pair
-from stack.supervise import Child, prepare_registry, start_services, stop_children
+from stack.supervise import STOP_MARGIN_S, Child, prepare_registry, start_services, stop_children
 from store.influx import Influx, quote_literal
 from store.registry.db import Registry
 from store.tokens import Role, TokenStore
@@ -174,7 +175,7 @@ class LoadRun:
             code = self._locust(local, children)
             verdict = self._settle_and_verify(private)
         finally:
-            stop_children(children, lambda line: None)
+            stop_children(children, lambda line: None, self.settings.drain_s + STOP_MARGIN_S)
             local.down()
         outcome = Outcome(self.scenario.name, self.folder, verdict, code)
         outcome.stats = summarize(self.folder, self.events, self.scenario)
@@ -369,15 +370,8 @@ def run_scenarios(settings: LoadSettings, names: list[str], say: Say) -> list[Ou
     if unknown:
         raise LoadError(f"unknown scenario {unknown[0]!r}; known: {', '.join(SCENARIOS)}")
     _check_open_files(settings)
-
-    def on_term(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # SIGTERM stops a run as Ctrl-C does: Locust, services and stack too
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    try:
+    with sigterm_as_interrupt():  # SIGTERM stops a run as Ctrl-C does: Locust, services and stack too
         return [LoadRun(settings, SCENARIOS[name], say).execute() for name in names]
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _check_open_files(settings: LoadSettings) -> None:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from store.settings import Settings
+from runtime.settings import Settings
 
 
 class LoadSettings(Settings):

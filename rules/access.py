@@ -2,8 +2,8 @@
 
 from typing import Any
 
+from devices.alerts import Severity
 from devices.types import Channel
-from rules.alerts import Severity
 from rules.context import Context, Where
 
 WATCHED = frozenset({"held_open", "forced_open", "tailgating", "door_closed"})

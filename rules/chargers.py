@@ -3,8 +3,8 @@
 import datetime as dt
 from typing import Any
 
+from devices.alerts import Severity
 from devices.types import Channel
-from rules.alerts import Severity
 from rules.context import Context, Where
 
 

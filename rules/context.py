@@ -4,9 +4,9 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from devices.alerts import Alert, AlertChange, Change, Severity, State
 from devices.estate import Device, Estate, Grid
 from devices.types import DeviceType
-from rules.alerts import Alert, AlertChange, Change, Severity, State
 from rules.config import Rules, RulesConfig
 
 SEVERITY_RANK = {s: i for i, s in enumerate(Severity)}

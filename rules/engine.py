@@ -7,6 +7,7 @@ behaves exactly as the live stream did.
 from collections.abc import Callable
 from typing import Any
 
+from devices.alerts import Alert, AlertChange
 from devices.catalog import PayloadError, parse_payload
 from devices.estate import Device, Estate, Grid
 from devices.notices import NoisyDevice, noisy_topic
@@ -14,7 +15,6 @@ from devices.payloads.common import Status
 from devices.topics import TopicError, parse_topic
 from devices.types import Channel, DeviceType
 from rules import access, fire, sos
-from rules.alerts import Alert, AlertChange
 from rules.chargers import Chargers
 from rules.config import RulesConfig
 from rules.context import Context, Where

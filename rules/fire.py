@@ -6,9 +6,9 @@ two dictionary look-ups.
 
 from typing import Any
 
+from devices.alerts import Severity
 from devices.payloads import smoke_sensor as smoke
 from devices.types import Channel
-from rules.alerts import Severity
 from rules.context import Context, Where
 
 MAINTENANCE_EVENTS = {"fault": "fault", "tamper": "tamper", "low_battery": "low battery"}

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from devices.alerts import Alert, Severity
 from devices.estate import ZoneKind
 from devices.plates import service_kind
 from devices.types import Channel, DeviceType
-from rules.alerts import Alert, Severity
 from rules.config import FireLane as FireLaneRule
 from rules.context import Context, Where
 from rules.episodes import Timeline

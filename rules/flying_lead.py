@@ -16,8 +16,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from devices.alerts import Severity
 from devices.types import Channel, DeviceType
-from rules.alerts import Severity
 from rules.context import Context, Where
 from rules.episodes import Timeline
 

@@ -8,8 +8,8 @@ for the property office and the device's grid workers (its vendor sees it throug
 
 import heapq
 
+from devices.alerts import Severity
 from devices.notices import NoisyDevice
-from rules.alerts import Severity
 from rules.context import Context, Where
 
 RULE = "invalid_payloads"

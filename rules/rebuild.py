@@ -4,9 +4,9 @@ then the last stretch of every device's readings, read window by window so memor
 import logging
 from typing import Any
 
+from devices.alerts import AlertChange
 from devices.types import Channel, DeviceType
 from rules import history
-from rules.alerts import AlertChange
 from rules.engine import Engine
 from store.influx import Influx, InfluxError
 

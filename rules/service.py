@@ -3,9 +3,12 @@
 On start it rebuilds the engine: plate state from its last checkpoint in the registry plus the
 InfluxDB history since (or months of history without one), and the last hour of everything else; it
 hands every change that rebuild produces to the alert book, which ignores what it already holds: a
-restart neither loses an open incident nor raises it twice. Then it
-consumes the live stream in its own shared-subscription group, QoS 1 with a persistent session,
-acknowledging a message only after its alert changes are in the registry.
+restart neither loses an open incident nor raises it twice. Then it consumes the live stream, QoS 1
+with a persistent session, acknowledging a message only after its alert changes (and, in the same
+transaction, their copies and notifications) are in the registry.
+
+It is also the one publisher of the alert outbox (``store/outbox.py``): the MQTT copies and commands,
+the InfluxDB lines, and one dispatcher per robot, for its own changes and for people's alike.
 """
 
 import asyncio
@@ -14,35 +17,39 @@ import gc
 import json
 import logging
 import time
-from typing import Any, Self
+from typing import Any
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy.exc import SQLAlchemyError
 
+from devices.alerts import Action, AlertChange
 from devices.estate import load_estate
 from devices.notices import noisy_topic
-from devices.topics import alerts_topic, command_topic, subscription
-from devices.types import Channel, DeviceType
+from devices.topics import subscription
+from devices.types import Channel
 from rules import rebuild
-from rules.alerts import Alert, AlertChange, Severity, State
 from rules.config import ConfigError, RulesConfig
 from rules.engine import Engine
 from rules.notify.dispatch import Dispatcher
-from rules.notify.messages import Directory, message, text, wants
+from rules.notify.messages import Directory
+from rules.notify.outgoing import notifications
 from rules.notify.robots import HttpRobot
 from rules.settings import RulesSettings
-from store.alerts import AlertStore, AlertView, Applied, mirror_line, open_lines
+from runtime.health import HealthServer
+from runtime.stream import StreamService
+from store.alert_copies import INFLUX_CHANNEL, MQTT_CHANNEL, open_lines
+from store.alerts import AlertStore, AlertView
 from store.checkpoints import Checkpoints
-from store.consumer import StreamConsumer
 from store.estate_settings import RULES_KEY, EstateSettings
-from store.health import HealthServer
 from store.influx import Influx, InfluxError
+from store.outbox import Item
 from store.registry.db import Registry, devices_version
 
 log = logging.getLogger("estatewatch.rules")
-MQTT_CHANNEL = "mqtt"
-NOTIFY_ACTIONS = ("opened", "reopened", "escalated")
+# A registry or InfluxDB that fails now and then is waited for; one that keeps failing stops us.
+TRANSIENT = (SQLAlchemyError, OSError, InfluxError)
+OUTBOX_BATCH = 500
 
 
 class Metrics:
@@ -58,105 +65,83 @@ class Metrics:
         self.rebuild_s = Gauge("rules_rebuild_seconds", "how long the start-up rebuild took", registry=self.registry)
 
 
-class RulesService(StreamConsumer):
+class RulesService(StreamService):
     def __init__(self, settings: RulesSettings) -> None:
-        super().__init__("rules", log)
+        super().__init__("rules", log, settings.drain_s)
         self.settings = settings
         self.metrics = Metrics()
         self.rebuilt: dict[str, int] = {}
         self._ready = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._inflight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._mqtt_wake = asyncio.Event()
-        self._mirror_lines: asyncio.Queue[str] = asyncio.Queue()
+        self._outbox_wake = asyncio.Event()
         self._settings_version = 0
         self._devices_version = -1
 
     # -- lifecycle -------------------------------------------------------------------------------
-    async def __aenter__(self) -> Self:
+    async def open(self) -> None:
         s = self.settings
-        self._opening()
-        try:
-            self.estate = load_estate(s.estate_file)
-            self.config = RulesConfig.load(s.rules_config)
-            self.engine = Engine(
-                self.estate, self.config, wall_ms=lambda: int(time.time() * 1000), expect_from_first_reading=False
+        self.estate = load_estate(s.estate_file)
+        self.config = RulesConfig.load(s.rules_config)
+        self.engine = Engine(
+            self.estate, self.config, wall_ms=lambda: int(time.time() * 1000), expect_from_first_reading=False
+        )
+        self.directory = Directory(self.estate)
+        self.influx = await self.stack.enter_async_context(Influx(s.influx_url, s.influx_database))
+        registry = self.registry = await self.stack.enter_async_context(Registry(s.db_url, pooled=True))
+        self.store = AlertStore(registry)
+        self.estate_settings = EstateSettings(registry)
+        await self._apply_settings()  # before the rebuild: history is judged by today's settings
+        await self._sync_devices()  # and by today's devices (the registry's, the API's included)
+        self.checkpoints = Checkpoints(registry)
+        http = await self.stack.enter_async_context(httpx.AsyncClient(timeout=10))
+        self.dispatchers = [
+            Dispatcher(HttpRobot(ch, http), self.store.outbox, outcomes=self.metrics.notifications)
+            for ch in self.config.notify.channels
+        ]
+        if s.rules_metrics_port:
+            self.health = await self.stack.enter_async_context(
+                HealthServer(s.rules_metrics_host, s.rules_metrics_port, self.metrics.registry, self.problem)
             )
-            self.directory = Directory(self.estate)
-            self.influx = await self._stack.enter_async_context(Influx(s.influx_url, s.influx_database))
-            registry = self.registry = await self._stack.enter_async_context(Registry(s.db_url, pooled=True))
-            self.store = AlertStore(registry)
-            self.estate_settings = EstateSettings(registry)
-            await self._apply_settings()  # before the rebuild: history is judged by today's settings
-            await self._sync_devices()  # and by today's devices (the registry's, the API's included)
-            self.checkpoints = Checkpoints(registry)
-            http = await self._stack.enter_async_context(httpx.AsyncClient(timeout=10))
-            self.dispatchers = [
-                Dispatcher(HttpRobot(ch, http), self.store, outcomes=self.metrics.notifications)
-                for ch in self.config.notify.channels
-            ]
-            if s.rules_metrics_port:
-                self.health = await self._stack.enter_async_context(
-                    HealthServer(s.rules_metrics_host, s.rules_metrics_port, self.metrics.registry, self.problem)
-                )
-            await self._connect()  # queued messages wait for the rebuild (see _on_message)
-            await self._rebuild()
-            # The estate and the engine's tables live as long as the process: keep the collector's
-            # full passes from walking them again and again (pauses in the message path otherwise).
-            gc.freeze()
-            self._start_rules_tasks()
-            self._ready.set()
-        except BaseException:
-            await self._close()
-            raise
-        return self
+        await self._connect()  # queued messages wait for the rebuild (see on_message)
+        await self._rebuild()
+        # The estate and the engine's tables live as long as the process: keep the collector's
+        # full passes from walking them again and again (pauses in the message path otherwise).
+        gc.freeze()
+        self._start_rules_tasks()
+        self._ready.set()
 
     async def drain(self) -> None:
-        """Stop taking messages; let in-flight ones finish (and be acknowledged) within the deadline."""
-        self.accepting = False
-        deadline = time.monotonic() + self.settings.rules_drain_s
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), max(0.0, deadline - time.monotonic()))
-        with contextlib.suppress(Exception):  # the outbox's MQTT messages go out before we leave
-            await asyncio.wait_for(self._publish_due(), 2)
-        if self._ready.is_set():
-            with contextlib.suppress(Exception):  # a failed last checkpoint costs a longer rebuild, no data
-                await asyncio.wait_for(self._checkpoint(), 5)
-        lines = []
-        while not self._mirror_lines.empty():
-            lines.append(self._mirror_lines.get_nowait())
-        if lines:
-            with contextlib.suppress(InfluxError, TimeoutError):
-                await asyncio.wait_for(self.influx.write("\n".join(lines).encode(), precision="ns"), 5)
-        await asyncio.sleep(0.05)
+        """Let the messages in flight finish (and be acknowledged), send what the outbox holds, and
+        checkpoint: each within the drain deadline (what is left waits for the next start)."""
+        await self.handlers_done()
+        with contextlib.suppress(*TRANSIENT):
+            await self._publish_due()
+            await self._write_due()
+            if self._ready.is_set():  # a failed last checkpoint costs a longer rebuild, no data
+                await self._checkpoint()
 
     def _start_rules_tasks(self) -> None:
-        jobs = {f"notify-{d.name}": d.run() for d in self.dispatchers}
-        jobs["mqtt-outbox"] = self._mqtt_outbox()
-        jobs["influx-mirror"] = self._write_mirror()
-        jobs["checkpoint"] = self._checkpoint_forever()
-        jobs["ack-escalation"] = self._escalate_forever()
-        if self.settings.rules_open_counts_s:
-            jobs["open-counts"] = self._open_counts_forever()
-        jobs["estate-settings"] = self._settings_forever()
-        self._start_tasks(jobs)
+        s = self.settings
+        for d in self.dispatchers:
+            self.task(f"notify-{d.name}", d.run())
+        self.task("mqtt-outbox", self._drain_forever(self._publish_due))
+        self.task("influx-outbox", self._drain_forever(self._write_due))
+        self.every("checkpoint", s.rules_checkpoint_s, self._checkpoint, retry=TRANSIENT)
+        self.every("ack-escalation", s.rules_escalation_check_s, self._escalate, retry=TRANSIENT)
+        if s.rules_open_counts_s:
+            self.every("open-counts", s.rules_open_counts_s, self._open_counts, retry=TRANSIENT, aligned=True)
+        self.every("estate-settings", s.rules_settings_poll_s, self._poll_registry, retry=TRANSIENT)
 
     def problem(self) -> str | None:
         if not self.connected:
             return "not connected to the broker"
         if not self._ready.is_set():
             return "rebuilding state from history"
-        if any(t.done() for t in self._tasks):
-            return "a task has stopped"
-        return None
+        return super().problem()
 
-    async def _settings_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.rules_settings_poll_s)
-            await self._apply_settings()
-            await self._sync_devices()
+    async def _poll_registry(self) -> None:
+        await self._apply_settings()
+        await self._sync_devices()
 
     async def _sync_devices(self) -> None:
         """The registry's devices of this site, when they changed: registered, disabled, deleted."""
@@ -190,16 +175,15 @@ class RulesService(StreamConsumer):
         if version:
             log.info("run-time settings applied", extra={"version": version, "by": layer.updated_by if layer else ""})
 
-    async def _open_counts_forever(self) -> None:
-        period = self.settings.rules_open_counts_s
+    async def _open_counts(self) -> None:
+        """Open alerts per rule and grid, zeros included: the boards' "open now" (a snapshot: one
+        that cannot be written is simply the next one's)."""
         site = self.estate.site.id
         rules = list(type(self.config.rules).model_fields)
         grids = [g.id for g in self.estate.grids]
-        while True:
-            now_ns = int(time.time() * 1000) * 1_000_000
-            for line in open_lines(site, rules, grids, await self.store.open_counts(site), now_ns):
-                self._mirror_lines.put_nowait(line)
-            await asyncio.sleep(period - time.time() % period)
+        now_ns = int(time.time() * 1000) * 1_000_000
+        lines = open_lines(site, rules, grids, await self.store.open_counts(site), now_ns)
+        await self.influx.write("\n".join(lines).encode(), precision="ns")
 
     # -- rebuild ---------------------------------------------------------------------------------
     async def _rebuild(self) -> None:
@@ -217,7 +201,7 @@ class RulesService(StreamConsumer):
         applied = 0
         for change in changes:
             applied += await self._apply(change)
-        self.engine.adopt([_as_alert(v) for v in await self.store.open_alerts(site)])
+        self.engine.adopt([v.as_alert() for v in await self.store.open_alerts(site)])
         # Every device is expected from the first reading of the rebuilt window (or from now, with no
         # history yet): one silent since before the restart, or never heard at all, is reported like
         # one that stopped while the engine ran; a first start does not call the whole estate silent.
@@ -226,112 +210,44 @@ class RulesService(StreamConsumer):
         self.metrics.rebuild_s.set(time.monotonic() - started)
         log.info("rebuilt rule state from history", extra={**self.rebuilt, "seconds": time.monotonic() - started})
 
-    async def _checkpoint_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.rules_checkpoint_s)
-            await self._checkpoint()
-
     async def _checkpoint(self) -> None:
         await self.checkpoints.put(self.estate.site.id, rebuild.PLATES_CHECKPOINT, self.engine.plates_snapshot())
 
     # -- messages --------------------------------------------------------------------------------
-    async def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
+    async def on_message(self, topic: str, payload: bytes, properties: dict[str, Any]) -> int:
         await self._ready.wait()
-        if not self.accepting:
-            await self._until_closed()  # never acknowledged: redelivered after the restart
-            return 0
-        self._inflight += 1
-        self._idle.clear()
-        try:
-            changes = self.engine.process(topic, payload)
-            self.metrics.messages.inc()
-            if changes:
-                async with self._lock:  # changes reach the registry in the order the engine made them
-                    try:
-                        for change in changes:
-                            await self._apply(change)
-                    except (SQLAlchemyError, OSError) as exc:
-                        # Unacknowledged, so the broker keeps it; the engine has moved on, so stop:
-                        # a restart rebuilds from history and the registry, which stays consistent.
-                        log.error("the registry refused an alert change (%s); stopping", exc)
-                        self.stop()
-                        raise
-        finally:
-            self._inflight -= 1
-            if not self._inflight:
-                self._idle.set()
+        changes = self.engine.process(topic, payload)
+        self.metrics.messages.inc()
+        if changes:
+            async with self._lock:  # changes reach the registry in the order the engine made them
+                try:
+                    for change in changes:
+                        await self._apply(change)
+                except (SQLAlchemyError, OSError) as exc:
+                    # Unacknowledged, so the broker keeps it; the engine has moved on, so stop (and
+                    # exit 1): a restart rebuilds from history and the registry, which stays consistent.
+                    self._fail("alert-changes", exc)
+                    await self.until_closed()
         return 0
 
     async def _apply(self, change: AlertChange) -> int:
-        applied = await self.store.apply(change.change.value, change.ts, change.snapshot)
+        applied = await self.store.apply(change.change.value, change.ts, change.alert, self._notifications)
         if applied is None:
             return 0
-        await self._publish_change(applied)
+        self._changed(applied.action)
         return 1
 
-    async def _publish_change(self, applied: Applied) -> None:
-        self.metrics.changes.labels(applied.action).inc()
-        alert = applied.alert
-        await self._mirror(alert, applied.action, applied.notify)
-
-    async def _mirror(self, alert: AlertView, action: str, notify: bool) -> None:
-        """Notifications and the MQTT copy (radios, apps) in one outbox transaction; the InfluxDB
-        copy (Grafana annotations, history) queued for its writer."""
-        doc = {"action": action, **alert.as_json()}
-        key = f"{alert.id}:{action}:{alert.count}:{alert.escalation}:{alert.ack_escalations}:{alert.state}:mqtt"
-        topic = alerts_topic(alert.site, alert.grid, alert.rule)
-        outgoing = self._notifications(alert, action) if notify else []
-        outgoing.append((key, MQTT_CHANNEL, alert.id, {"topic": topic, "payload": doc}))
-        await self.store.enqueue_many(outgoing)  # one transaction for every recipient and the mirror
+    def _changed(self, action: Action) -> None:
+        self.metrics.changes.labels(action.value).inc()
         for d in self.dispatchers:
             d.wake.set()
-        self._mqtt_wake.set()
-        self._mirror_lines.put_nowait(mirror_line(alert, action, alert.last_ts))
+        self._outbox_wake.set()
 
-    async def _write_mirror(self) -> None:
-        """The InfluxDB copy, off the message path: batched, retried, never blocking an alert."""
-        while True:
-            lines = [await self._mirror_lines.get()]
-            while not self._mirror_lines.empty():
-                lines.append(self._mirror_lines.get_nowait())
-            for attempt in range(5):
-                try:
-                    await self.influx.write("\n".join(lines).encode(), precision="ns")
-                    break
-                except InfluxError as exc:  # the registry has them; the copy may wait
-                    log.warning("alerts not mirrored to InfluxDB yet (%s)", exc)
-                    await asyncio.sleep(min(30.0, 2.0**attempt))
+    def _notifications(self, alert: AlertView, action: Action) -> list[Item]:
+        notify = self.config.notify
+        return notifications(alert, action, notify.channels, self.directory, notify.page_url)
 
-    def _notifications(self, alert: AlertView, action: str) -> list[tuple[str, str, int, dict[str, Any]]]:
-        """Outbox items for the robots that want this alert, and commands to radios and speakers."""
-        msg = message(alert, action, self.directory, self.config.notify.page_url)
-        level = f"{alert.escalation}.{alert.ack_escalations}.{alert.severity}"
-        out = [
-            (f"{alert.id}:{action}:{level}:{d.name}", d.name, alert.id, msg)
-            for d in self.dispatchers
-            if wants(d.robot.channel, alert)
-        ]
-        if action not in NOTIFY_ACTIONS:
-            return out
-        now = int(time.time() * 1000)
-        commands: dict[str, tuple[list[str], dict[str, Any]]] = {}  # one outbox row per kind, not per radio
-        for recipient in alert.recipients:
-            kind, _, target = recipient.partition(":")
-            if kind == "radio":
-                topic = command_topic(alert.site, DeviceType.RADIO, target)
-                body = {"ts": now, "type": "alert", "alert_id": alert.id, "severity": alert.severity, "text": text(msg)}
-            elif kind == "speaker":
-                topic = command_topic(alert.site, DeviceType.CAMERA, target)
-                body = {"ts": now, "type": "voice_warning", "zone": alert.zone, "text": "消防通道禁止停车，请立即驶离"}
-            else:
-                continue
-            commands.setdefault(kind, ([], body))[0].append(topic)
-        for kind, (topics, body) in commands.items():
-            item = {"topics": topics, "payload": body}
-            out.append((f"{alert.id}:{action}:{level}:{kind}", MQTT_CHANNEL, alert.id, item))
-        return out
-
-    async def _escalate_forever(self) -> None:
+    async def _escalate(self) -> None:
         notify = self.config.notify
         roles = notify.ack_escalate_to
 
@@ -339,35 +255,52 @@ class RulesService(StreamConsumer):
             role = roles[min(level, len(roles)) - 1] if roles else None
             return [f"contact:{role}"] if role else []
 
-        while True:
-            await asyncio.sleep(self.settings.rules_escalation_check_s)
-            for alert in await self.store.escalate_unacknowledged(notify.ack_timeouts_s, reach):
-                await self._publish_change(Applied(alert, "escalated", True))
+        for _ in await self.store.escalate_unacknowledged(notify.ack_timeouts_s, reach, self._notifications):
+            self._changed(Action.ESCALATED)
 
-    # -- MQTT ------------------------------------------------------------------------------------
-    async def _mqtt_outbox(self) -> None:
+    # -- the outbox's MQTT and InfluxDB channels -------------------------------------------------
+    async def _drain_forever(self, send: Any) -> None:
+        """Send what is due, when woken (a change, a reconnect) or every second (retries coming due)."""
+        failures = 0
         while True:
-            self._mqtt_wake.clear()  # before looking: what is queued meanwhile wakes the next round
-            await self._publish_due()
+            self._outbox_wake.clear()  # before looking: what is queued meanwhile wakes the next round
+            try:
+                await send()
+                failures = 0
+            except TRANSIENT as exc:  # the rows stay pending: sent when the registry answers again
+                failures += 1
+                log.warning("alert outbox not drained (%s); trying again", exc)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._mqtt_wake.wait(), 1.0)
+                await asyncio.wait_for(self._outbox_wake.wait(), min(30.0, 1.0 * 2**failures))
 
     async def _publish_due(self) -> None:
         if not self.connected:
-            return
-        due = await self.store.due(MQTT_CHANNEL, limit=500)
+            return  # kept: they go out once the broker is back (a reconnect wakes us)
+        due = await self.store.outbox.due(MQTT_CHANNEL, limit=OUTBOX_BATCH)
         for item in due:
             payload = json.dumps(item.message["payload"], ensure_ascii=False).encode()
             # QoS 1 in a persistent session: gmqtt resends it after a reconnect until the broker acks.
             for topic in item.message.get("topics") or [item.message["topic"]]:
                 await self.publish(topic, payload)
         if due:
-            await self.store.settle([i.id for i in due], "sent")
+            await self.store.outbox.settle([i.id for i in due], "sent")
+
+    async def _write_due(self) -> None:
+        """Alert lines for the boards, in batches; InfluxDB away: they wait in the outbox, in order."""
+        due = await self.store.outbox.due(INFLUX_CHANNEL, limit=OUTBOX_BATCH)
+        if not due:
+            return
+        try:
+            await self.influx.write("\n".join(i.message["line"] for i in due).encode(), precision="ns")
+        except InfluxError as exc:
+            await self.store.outbox.retry_later([i.id for i in due], 2.0, str(exc))
+            raise
+        await self.store.outbox.settle([i.id for i in due], "sent")
 
     async def _connect(self) -> None:
         s = self.settings
         site = self.estate.site.id
-        await self._connect_stream(
+        await self.connect_stream(
             s.mqtt,
             client_id=s.rules_client_id,
             session_expiry_s=s.rules_session_expiry_s,
@@ -379,13 +312,4 @@ class RulesService(StreamConsumer):
 
     def _on_connect(self, client: Any, session_present: int, rc: int, properties: Any) -> None:
         super()._on_connect(client, session_present, rc, properties)
-        self._mqtt_wake.set()  # what waited in the outbox while we were away
-
-
-def _as_alert(v: AlertView) -> Alert:
-    return Alert(
-        rule=v.rule, subject=v.subject, site=v.site, severity=Severity(v.severity), title=v.title,
-        first_ts=v.first_ts, last_ts=v.last_ts, state=State(v.state), count=v.count, escalation=v.escalation,
-        grid=v.grid, building=v.building, unit=v.unit, zone=v.zone, recipients=list(v.recipients),
-        evidence=list(v.evidence),
-    )  # fmt: skip
+        self._outbox_wake.set()  # what waited in the outbox while we were away

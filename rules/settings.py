@@ -5,7 +5,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from store.settings import Settings
+from runtime.settings import Settings
 
 
 class RulesSettings(Settings):
@@ -37,4 +37,3 @@ class RulesSettings(Settings):
     rules_escalation_check_s: float = Field(10.0, gt=0, description="how often unacknowledged alerts are checked")
     rules_metrics_port: int = Field(9103, ge=0, le=65_535, description="/metrics and /healthz port (0: none)")
     rules_metrics_host: str = Field("127.0.0.1", description="address the metrics port binds")
-    rules_drain_s: float = Field(10.0, ge=0, description="on SIGTERM, finish in-flight messages for this long")

@@ -11,7 +11,7 @@ heap, so each message costs O(log n) however large the estate.
 
 import heapq
 
-from rules.alerts import Alert, Severity
+from devices.alerts import Alert, Severity
 from rules.context import Context, Where
 
 RULE = "device_silent"

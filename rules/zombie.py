@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from devices.alerts import Alert, Severity
 from devices.estate import ZoneKind
 from devices.types import Channel, DeviceType
-from rules.alerts import Alert, Severity
 from rules.config import ZombieCar
 from rules.context import Context, Where
 from rules.plates import PlateIndex

@@ -26,12 +26,12 @@ from gmqtt.storage import PersistentStorage
 from devices.estate import Device, Estate
 from devices.topics import device_topic
 from devices.types import Channel
+from runtime.mqtt import connect
+from runtime.settings import MqttTarget
 from sim.behaviours import Behaviour, Emission, Fleet, behaviour_for
 from sim.incidents import Incident, inject
 from sim.schedule import next_event_gap_ms, telemetry_interval_ms
 from store.dynsec import device_username
-from store.mqtt import connect
-from store.settings import MqttTarget
 
 log = logging.getLogger("estatewatch.sim")
 # Brokers and devices alike: a session survives a 10-minute outage.

@@ -12,12 +12,12 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from devices.estate import EstateError, load_estate
+from runtime.settings import Settings
 from stack.influx import InfluxLayout
 from stack.mosquitto import MosquittoLayout
 from stack.procs import StackError, port_open
 from store.dynsec import PLATFORM_USERS, device_username, new_password, platform_dynsec
 from store.influx import Influx, InfluxError
-from store.settings import Settings
 
 
 @dataclass(frozen=True)

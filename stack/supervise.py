@@ -12,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtime.service import sigterm_as_interrupt
+from runtime.settings import Settings
 from stack.local import LocalStack
-from store.settings import Settings
 
 # Platform services in start order: (name, broker user, module that must exist, extra args).
 SERVICES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
@@ -21,7 +22,8 @@ SERVICES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("rules", "rules", "rules.service", ("run",)),
     ("api", "api", "api.app", ()),
 )
-STOP_DEADLINE_S = 30.0
+# A service drains within drain_s; past this much more it is killed (what it held is redelivered).
+STOP_MARGIN_S = 10.0
 
 
 def available_services() -> list[tuple[str, str, str, tuple[str, ...]]]:
@@ -58,11 +60,11 @@ def start_child(name: str, args: list[str], env: dict[str, str], logs: Path, ech
     return Child(name, proc, log)
 
 
-def stop_children(children: list[Child], say: Callable[[str], None] = print) -> None:
+def stop_children(children: list[Child], say: Callable[[str], None], deadline_s: float) -> None:
     for child in reversed(children):
         if child.proc.poll() is None:
             child.proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_DEADLINE_S
+    deadline = time.monotonic() + deadline_s
     for child in reversed(children):
         try:
             child.proc.wait(max(0.1, deadline - time.monotonic()))
@@ -123,11 +125,13 @@ def run_everything(
     logs = local.root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     children: list[Child] = []
+    with sigterm_as_interrupt():
+        return _run(local, settings, logs, children, simulate, sim_args)
 
-    def on_term(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+def _run(
+    local: LocalStack, settings: Settings, logs: Path, children: list[Child], simulate: bool, sim_args: list[str]
+) -> int:
     try:
         prepared = prepare_registry(local)
         if prepared != 0:
@@ -165,8 +169,7 @@ def run_everything(
         print("\nstopping...", flush=True)
         return 0
     finally:
-        signal.signal(signal.SIGTERM, previous)
         with contextlib.suppress(KeyboardInterrupt):
-            stop_children(children, lambda line: print(line, flush=True))
+            stop_children(children, lambda line: print(line, flush=True), settings.drain_s + STOP_MARGIN_S)
             for line in local.down():
                 print(line, flush=True)

@@ -1,5 +1,6 @@
 """The alert book in the registry: the rules engine's changes applied idempotently, people's actions
-(acknowledge, resolve, assign) with an audit trail, and the notifier outbox.
+(acknowledge, resolve, assign) with an audit trail, unacknowledged escalation, and with every change
+its copies queued in the outbox in the same transaction (``store/outbox.py``).
 
 Applying is idempotent so that a restarted engine, which replays recent history to rebuild its
 state, can hand the store every change again: a change the store already reflects does nothing and
@@ -9,18 +10,17 @@ notifies nobody.
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from devices.alerts import EVIDENCE_KEPT, Action, Alert, Severity, State, severity_rank
+from store.alert_copies import copies
+from store.outbox import Item, Outbox
 from store.registry.db import Registry
-from store.registry.schema import AlertEventRow, AlertRow, NotificationRow
-from store.series import escape_key, escape_string
+from store.registry.schema import AlertEventRow, AlertRow
 
-SEVERITIES = ("info", "warning", "critical")
-EVIDENCE_KEPT = 20
 RULES_ACTOR = "rules"
 
 
@@ -34,12 +34,15 @@ class AlertStateError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class AlertView:
+    """An alert as the registry holds it: the engine's alert, with its id, assignee and the times
+    people acted. What the API serves and every copy carries."""
+
     id: int
     site: str
     rule: str
     subject: str
-    state: str
-    severity: str
+    state: Literal["open", "acknowledged", "resolved"]
+    severity: Literal["info", "warning", "critical"]
     title: str
     escalation: int
     count: int
@@ -61,14 +64,23 @@ class AlertView:
     @classmethod
     def of(cls, r: AlertRow) -> "AlertView":
         return cls(
-            r.id, r.site_id, r.rule, r.subject, r.state, r.severity, r.title, r.escalation, r.count, r.first_ts,
-            r.last_ts, r.resolved_ts, r.grid_id, r.building_id, r.unit_id, r.zone_id, r.assignee,
+            r.id, r.site_id, r.rule, r.subject, r.state, r.severity, r.title, r.escalation, r.count,  # type: ignore[arg-type]
+            r.first_ts, r.last_ts, r.resolved_ts, r.grid_id, r.building_id, r.unit_id, r.zone_id, r.assignee,
             list(r.recipients), list(r.evidence), r.ack_escalations, r.opened_at_ms, r.acknowledged_at_ms,
             r.resolved_at_ms,
         )  # fmt: skip
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    def as_alert(self) -> Alert:
+        """The engine's alert (after a restart, the rules own the open ones again)."""
+        return Alert(
+            rule=self.rule, subject=self.subject, site=self.site, severity=Severity(self.severity), title=self.title,
+            first_ts=self.first_ts, last_ts=self.last_ts, state=State(self.state), count=self.count,
+            escalation=self.escalation, grid=self.grid, building=self.building, unit=self.unit, zone=self.zone,
+            recipients=list(self.recipients), evidence=list(self.evidence),
+        )  # fmt: skip
 
 
 # AlertView's fields, in order, as columns.
@@ -79,45 +91,6 @@ _VIEW_COLUMNS = (
     AlertRow.evidence, AlertRow.ack_escalations, AlertRow.opened_at_ms, AlertRow.acknowledged_at_ms,
     AlertRow.resolved_at_ms,
 )  # fmt: skip
-
-ALERTS_MEASUREMENT = "alerts"
-OPEN_MEASUREMENT = "alerts_open"
-ESTATE_GRID = "_estate"  # the grid tag of alerts no grid owns (radios, estate-wide rules)
-
-
-def mirror_line(alert: AlertView, action: str, ts_ms: int) -> str:
-    """The alert's ``alerts`` point in InfluxDB (Grafana's annotations and alert boards): one per
-    change, stamped ``ts_ms`` plus the id's last digits in ns, so changes in one ms never overwrite."""
-    tags = {"site": alert.site, "rule": alert.rule, "severity": alert.severity, "action": action}
-    tags |= {k: v for k, v in (("grid", alert.grid), ("building", alert.building)) if v}
-    fields = (
-        f"alert_id={alert.id}i,subject={escape_string(alert.subject)},title={escape_string(alert.title)}"
-        f",state={escape_string(alert.state)},count={alert.count}i,escalation={alert.escalation}i"
-    )
-    if alert.acknowledged_at_ms is not None:
-        fields += f",ack_s={(alert.acknowledged_at_ms - alert.opened_at_ms) / 1000:.3f}"
-    return (
-        ALERTS_MEASUREMENT
-        + "".join(f",{escape_key(k)}={escape_key(v)}" for k, v in sorted(tags.items()))
-        + f" {fields} {ts_ms * 1_000_000 + alert.id % 1_000_000}"
-    )
-
-
-def open_lines(
-    site: str, rules: Sequence[str], grids: Sequence[str], counts: Mapping[tuple[str, str, str, str], int], ts_ns: int
-) -> list[str]:
-    """``alerts_open`` points (ns stamps): every (rule, grid) each time, zeros included, so a board's last value
-    is never a count that has since gone to zero."""
-    lines = []
-    for rule in sorted({*rules, *(k[0] for k in counts)}):
-        for grid in sorted({*grids, ESTATE_GRID, *(k[1] for k in counts if k[0] == rule)}):
-            mine = {k: n for k, n in counts.items() if k[0] == rule and k[1] == grid}
-            fields = {sev: sum(n for k, n in mine.items() if k[2] == sev) for sev in SEVERITIES}
-            fields |= {st: sum(n for k, n in mine.items() if k[3] == st) for st in ("open", "acknowledged")}
-            body = ",".join(f"{k}={v}i" for k, v in fields.items())
-            tags = f"grid={escape_key(grid)},rule={escape_key(rule)},site={escape_key(site)}"
-            lines.append(f"{OPEN_MEASUREMENT},{tags} {body} {ts_ns}")
-    return lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,26 +103,15 @@ class AuditEntry:
 
 @dataclass(frozen=True, slots=True)
 class Applied:
-    """What applying one engine change did: ``action`` is opened, repeated, updated, escalated,
-    resolved or reopened; ``notify`` says whether people should hear of it."""
+    """What applying one engine change did; ``notify`` says whether people should hear of it."""
 
     alert: AlertView
-    action: str
+    action: Action
     notify: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    id: int
-    key: str
-    channel: str
-    alert_id: int
-    message: dict[str, Any]
-    attempts: int
-
-
-def _rank(severity: str) -> int:
-    return SEVERITIES.index(severity) if severity in SEVERITIES else 0
+# The messages for people (robots, radios, speakers) a change brings, queued with it.
+Notifications = Callable[[AlertView, Action], list[Item]]
 
 
 def _merge_evidence(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -160,84 +122,87 @@ def _merge_evidence(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> lis
     return out[-EVIDENCE_KEPT:]
 
 
+def _engine_marker(v: AlertView) -> str:
+    """What makes one engine change's copies unique (a replay of it makes the same)."""
+    return f"{v.count}:{v.escalation}:{v.ack_escalations}:{v.state}"
+
+
 class AlertStore:
     def __init__(self, registry: Registry, clock: Callable[[], float] = time.time) -> None:
         self.registry = registry
         self._clock = clock
+        self.outbox = Outbox(registry, clock)
 
     def now_ms(self) -> int:
         return int(self._clock() * 1000)
 
     # -- the engine's changes --------------------------------------------------------------------
-    async def apply(self, change: str, ts: int, snap: dict[str, Any]) -> Applied | None:
-        """Apply one engine change (``opened``, ``repeated``, ``updated``, ``resolved``)."""
+    async def apply(
+        self, change: str, ts: int, alert: Alert, notifications: Notifications | None = None
+    ) -> Applied | None:
+        """Apply one engine change (``opened``, ``repeated``, ``updated``, ``resolved``); its copies
+        (and, when people should hear of it, ``notifications``) are queued in the same transaction."""
         async with self.registry.session() as s, s.begin():
-            row = await self._open_row(s, snap["site"], snap["rule"], snap["subject"])
-            if change == "resolved":
-                if row is None:
-                    return None
-                self._close(s, row, ts, RULES_ACTOR, "resolved", {"ts": ts, "evidence": snap["evidence"][-1:]})
-                return Applied(AlertView.of(row), "resolved", True)
-            if row is None:
-                if await self._seen_closed(s, snap, ts):
-                    return None  # an episode that already ended, replayed after a restart
-                row = self._insert(s, snap, ts)
-                await s.flush()
-                action = "opened" if change == "opened" else "reopened"
-                self._audit(s, row.id, RULES_ACTOR, action, {"ts": ts, "severity": row.severity})
-                return Applied(AlertView.of(row), action, True)
-            if change == "opened" and snap["first_ts"] == row.first_ts:
-                change = "updated"  # the same opening replayed after a restart: merge, do not count
-            if change in ("opened", "repeated"):
-                if ts <= row.last_ts and change == "repeated":
-                    return None  # replayed: already counted
-                row.count += 1
-                row.last_ts = max(row.last_ts, ts)
-                row.evidence = _merge_evidence(row.evidence, snap["evidence"][-1:])
-                return Applied(AlertView.of(row), "repeated", False)
-            return self._update(s, row, snap, ts)
+            applied = await self._apply(s, change, ts, alert)
+            if applied is not None:
+                items = copies(applied.alert, applied.action, _engine_marker(applied.alert), applied.alert.last_ts)
+                if applied.notify and notifications is not None:
+                    items += notifications(applied.alert, applied.action)
+                await self.outbox.add(s, items)
+            return applied
 
-    def _update(self, s: AsyncSession, row: AlertRow, snap: dict[str, Any], ts: int) -> Applied | None:
-        raised = _rank(snap["severity"]) > _rank(row.severity) or snap["escalation"] > row.escalation
-        evidence = _merge_evidence(row.evidence, snap["evidence"])
-        recipients = sorted(set(row.recipients) | set(snap["recipients"]))
-        if not raised and evidence == row.evidence and recipients == row.recipients and snap["title"] == row.title:
+    async def _apply(self, s: AsyncSession, change: str, ts: int, alert: Alert) -> Applied | None:
+        row = await self._open_row(s, alert.site, alert.rule, alert.subject)
+        if change == "resolved":
+            if row is None:
+                return None
+            self._close(s, row, ts, RULES_ACTOR, Action.RESOLVED, {"ts": ts, "evidence": alert.evidence[-1:]})
+            return Applied(AlertView.of(row), Action.RESOLVED, True)
+        if row is None:
+            if await self._seen_closed(s, alert, ts):
+                return None  # an episode that already ended, replayed after a restart
+            row = self._insert(s, alert, ts)
+            await s.flush()
+            action = Action.OPENED if change == "opened" else Action.REOPENED
+            self._audit(s, row.id, RULES_ACTOR, action, {"ts": ts, "severity": row.severity})
+            return Applied(AlertView.of(row), action, True)
+        if change == "opened" and alert.first_ts == row.first_ts:
+            change = "updated"  # the same opening replayed after a restart: merge, do not count
+        if change in ("opened", "repeated"):
+            if ts <= row.last_ts and change == "repeated":
+                return None  # replayed: already counted
+            row.count += 1
+            row.last_ts = max(row.last_ts, ts)
+            row.evidence = _merge_evidence(row.evidence, alert.evidence[-1:])
+            return Applied(AlertView.of(row), Action.REPEATED, False)
+        return self._update(s, row, alert, ts)
+
+    def _update(self, s: AsyncSession, row: AlertRow, alert: Alert, ts: int) -> Applied | None:
+        higher = severity_rank(alert.severity) > severity_rank(row.severity)
+        raised = higher or alert.escalation > row.escalation
+        evidence = _merge_evidence(row.evidence, alert.evidence)
+        recipients = sorted(set(row.recipients) | set(alert.recipients))
+        if not raised and evidence == row.evidence and recipients == row.recipients and alert.title == row.title:
             return None
         if raised:
-            self._audit(
-                s, row.id, RULES_ACTOR, "escalated",
-                {"ts": ts, "severity": snap["severity"], "escalation": snap["escalation"]},
-            )  # fmt: skip
-        if _rank(snap["severity"]) > _rank(row.severity):
-            row.severity = snap["severity"]
-            row.severity_at_ms = self.now_ms()
-        row.escalation = max(row.escalation, snap["escalation"])
-        row.title, row.recipients, row.evidence = snap["title"], recipients, evidence
+            self._audit(s, row.id, RULES_ACTOR, Action.ESCALATED,
+                        {"ts": ts, "severity": alert.severity.value, "escalation": alert.escalation})  # fmt: skip
+        if higher:
+            row.severity, row.severity_at_ms = alert.severity.value, self.now_ms()
+        row.escalation = max(row.escalation, alert.escalation)
+        row.title, row.recipients, row.evidence = alert.title, recipients, evidence
         row.last_ts = max(row.last_ts, ts)
-        return Applied(AlertView.of(row), "escalated" if raised else "updated", raised)
+        return Applied(AlertView.of(row), Action.ESCALATED if raised else Action.UPDATED, raised)
 
-    def _insert(self, s: AsyncSession, snap: dict[str, Any], ts: int) -> AlertRow:
+    def _insert(self, s: AsyncSession, alert: Alert, ts: int) -> AlertRow:
         row = AlertRow(
-            site_id=snap["site"],
-            rule=snap["rule"],
-            subject=snap["subject"],
-            open_key=f"{snap['rule']}/{snap['subject']}",
-            state="open",
-            severity=snap["severity"],
-            title=snap["title"][:300],
-            escalation=snap["escalation"],
-            count=1,
-            first_ts=snap["first_ts"],
-            last_ts=max(ts, snap["last_ts"]),
-            grid_id=snap["grid"],
-            building_id=snap["building"],
-            unit_id=snap["unit"],
-            zone_id=snap["zone"],
-            recipients=list(snap["recipients"]),
-            evidence=list(snap["evidence"])[-EVIDENCE_KEPT:],
-            ack_escalations=0,
+            site_id=alert.site, rule=alert.rule, subject=alert.subject, open_key=f"{alert.rule}/{alert.subject}",
+            state=State.OPEN.value, severity=alert.severity.value, title=alert.title[:300],
+            escalation=alert.escalation, count=1, first_ts=alert.first_ts, last_ts=max(ts, alert.last_ts),
+            grid_id=alert.grid, building_id=alert.building, unit_id=alert.unit, zone_id=alert.zone,
+            recipients=list(alert.recipients), evidence=list(alert.evidence)[-EVIDENCE_KEPT:], ack_escalations=0,
             opened_at_ms=self.now_ms(),
-        )
+        )  # fmt: skip
         s.add(row)
         return row
 
@@ -245,35 +210,49 @@ class AlertStore:
     async def acknowledge(self, alert_id: int, actor: str, note: str | None = None) -> AlertView:
         async with self.registry.session() as s, s.begin():
             row = await self._row(s, alert_id)
-            if row.state != "open":
+            if row.state != State.OPEN:
                 raise AlertStateError(f"alert {alert_id} is {row.state}, only an open alert can be acknowledged")
-            row.state, row.acknowledged_at_ms = "acknowledged", self.now_ms()
-            self._audit(s, row.id, actor, "acknowledged", {"note": note} if note else {})
-            return AlertView.of(row)
+            row.state, row.acknowledged_at_ms = State.ACKNOWLEDGED.value, self.now_ms()
+            return await self._acted(s, row, actor, Action.ACKNOWLEDGED, {"note": note} if note else {})
 
     async def resolve(self, alert_id: int, actor: str, note: str | None = None) -> AlertView:
         async with self.registry.session() as s, s.begin():
             row = await self._row(s, alert_id)
-            if row.state == "resolved":
+            if row.state == State.RESOLVED:
                 raise AlertStateError(f"alert {alert_id} is already resolved")
-            self._close(s, row, None, actor, "resolved", {"note": note} if note else {})
-            return AlertView.of(row)
+            row.state, row.open_key, row.resolved_at_ms = State.RESOLVED.value, None, self.now_ms()
+            row.resolved_ts = row.last_ts
+            return await self._acted(s, row, actor, Action.RESOLVED, {"note": note} if note else {})
 
     async def assign(self, alert_id: int, assignee: str | None, actor: str) -> AlertView:
         async with self.registry.session() as s, s.begin():
             row = await self._row(s, alert_id)
-            if row.state == "resolved":
+            if row.state == State.RESOLVED:
                 raise AlertStateError(f"alert {alert_id} is resolved; reopen it by hand is not supported")
             row.assignee = assignee
-            self._audit(s, row.id, actor, "assigned", {"assignee": assignee})
-            return AlertView.of(row)
+            return await self._acted(s, row, actor, Action.ASSIGNED, {"assignee": assignee})
+
+    async def _acted(
+        self, s: AsyncSession, row: AlertRow, actor: str, action: Action, detail: dict[str, Any]
+    ) -> AlertView:
+        """A person's action: audited, and its copies queued with it (radios hear of it once the
+        broker is there, however long it was away)."""
+        event = self._audit(s, row.id, actor, action, detail)
+        await s.flush()
+        view = AlertView.of(row)
+        await self.outbox.add(s, copies(view, action, f"e{event.id}", self.now_ms()))
+        return view
 
     async def escalate_unacknowledged(
-        self, timeouts_s: Mapping[str, Sequence[float]], recipients: Callable[[AlertView, int], list[str]]
+        self,
+        timeouts_s: Mapping[str, Sequence[float]],
+        recipients: Callable[[AlertView, int], list[str]],
+        notifications: Notifications | None = None,
     ) -> list[AlertView]:
         """Raise open alerts nobody acknowledged in time: ``timeouts_s[severity][n]`` seconds after the
         alert reached its severity (its opening, or a raise since) is the (n+1)th escalation;
-        ``recipients`` names who the next level reaches."""
+        ``recipients`` names who the next level reaches. Each escalation's copies and notifications
+        are queued in the same transaction."""
         now = self.now_ms()
         raised: list[AlertView] = []
         first_steps = [steps[0] for steps in timeouts_s.values() if steps]
@@ -283,8 +262,7 @@ class AlertStore:
         oldest = now - int(min(first_steps) * 1000)
         async with self.registry.session() as s, s.begin():
             since = func.coalesce(AlertRow.severity_at_ms, AlertRow.opened_at_ms)
-            query = select(AlertRow).where(AlertRow.state == "open", since <= oldest)
-            rows = (await s.scalars(query)).all()
+            rows = (await s.scalars(select(AlertRow).where(AlertRow.state == "open", since <= oldest))).all()
             for row in rows:
                 steps = timeouts_s.get(row.severity, ())
                 if row.ack_escalations >= len(steps):
@@ -292,15 +270,15 @@ class AlertStore:
                 if now - (row.severity_at_ms or row.opened_at_ms) < steps[row.ack_escalations] * 1000:
                     continue
                 row.ack_escalations += 1
-                view = AlertView.of(row)
-                extra = recipients(view, row.ack_escalations)
+                extra = recipients(AlertView.of(row), row.ack_escalations)
                 row.recipients = sorted(set(row.recipients) | set(extra))
                 waited = round((now - row.opened_at_ms) / 1000)
-                self._audit(
-                    s, row.id, RULES_ACTOR, "escalated",
-                    {"level": row.ack_escalations, "unacknowledged_s": waited, "to": extra},
-                )  # fmt: skip
-                raised.append(AlertView.of(row))
+                self._audit(s, row.id, RULES_ACTOR, Action.ESCALATED,
+                            {"level": row.ack_escalations, "unacknowledged_s": waited, "to": extra})  # fmt: skip
+                view = AlertView.of(row)
+                items = copies(view, Action.ESCALATED, _engine_marker(view), now)
+                await self.outbox.add(s, items + (notifications(view, Action.ESCALATED) if notifications else []))
+                raised.append(view)
         return raised
 
     # -- reading ---------------------------------------------------------------------------------
@@ -328,25 +306,18 @@ class AlertStore:
     ) -> tuple[list[AlertView], int]:
         """Alerts matching every filter given, newest event first, and how many match in all.
         ``since_ms``/``until_ms`` bound the alert's last event time."""
-        conditions = []
-        if site is not None:
-            conditions.append(AlertRow.site_id == site)
-        if states:
-            conditions.append(AlertRow.state.in_(states))
-        if rule is not None:
-            conditions.append(AlertRow.rule == rule)
-        if subject is not None:
-            conditions.append(AlertRow.subject == subject)
-        if severity is not None:
-            conditions.append(AlertRow.severity == severity)
+        c = AlertRow
+        conditions: list[ColumnElement[bool]] = [] if not states else [c.state.in_(states)]
         if grids is not None:
-            conditions.append(AlertRow.grid_id.in_(grids))
-        if building is not None:
-            conditions.append(AlertRow.building_id == building)
+            conditions.append(c.grid_id.in_(grids))
+        for value, column in ((site, c.site_id), (rule, c.rule), (subject, c.subject), (severity, c.severity),
+                              (building, c.building_id)):  # fmt: skip
+            if value is not None:
+                conditions.append(column == value)
         if since_ms is not None:
-            conditions.append(AlertRow.last_ts >= since_ms)
+            conditions.append(c.last_ts >= since_ms)
         if until_ms is not None:
-            conditions.append(AlertRow.last_ts < until_ms)
+            conditions.append(c.last_ts < until_ms)
         async with self.registry.session() as s:
             total = await s.scalar(select(func.count()).select_from(AlertRow).where(*conditions))
             # Columns, not ORM objects: materialising a page of 50 as objects cost twice as much.
@@ -358,6 +329,8 @@ class AlertStore:
 
     async def open_counts(self, site: str) -> dict[tuple[str, str, str, str], int]:
         """Alerts not resolved, by (rule, grid, severity, state)."""
+        from store.alert_copies import ESTATE_GRID
+
         async with self.registry.session() as s:
             rows = await s.execute(
                 select(AlertRow.rule, AlertRow.grid_id, AlertRow.severity, AlertRow.state, func.count())
@@ -369,91 +342,9 @@ class AlertStore:
     async def get(self, alert_id: int) -> tuple[AlertView, list[AuditEntry]]:
         async with self.registry.session() as s:
             row = await self._row(s, alert_id)
-            events = (
-                await s.scalars(
-                    select(AlertEventRow).where(AlertEventRow.alert_id == alert_id).order_by(AlertEventRow.id)
-                )
-            ).all()
+            query = select(AlertEventRow).where(AlertEventRow.alert_id == alert_id).order_by(AlertEventRow.id)
+            events = (await s.scalars(query)).all()
             return AlertView.of(row), [AuditEntry(e.at_ms, e.actor, e.action, dict(e.detail)) for e in events]
-
-    # -- the outbox ------------------------------------------------------------------------------
-    async def enqueue(self, key: str, channel: str, alert_id: int, message: dict[str, Any]) -> bool:
-        """Queue a message once: False when ``key`` was queued before (a replay or a restart)."""
-        return await self.enqueue_many([(key, channel, alert_id, message)]) == 1
-
-    async def enqueue_many(self, items: Sequence[tuple[str, str, int, dict[str, Any]]]) -> int:
-        """Queue (key, channel, alert id, message) items in one transaction; keys queued before are
-        skipped. Returns how many were new."""
-        if not items:
-            return 0
-        try:
-            return await self._insert_new(items)
-        except IntegrityError:  # another session queued one of these keys between our look and insert
-            return await self._insert_new(items)
-
-    async def _insert_new(self, items: Sequence[tuple[str, str, int, dict[str, Any]]]) -> int:
-        now = self.now_ms()
-        async with self.registry.session() as s, s.begin():
-            keys = [k for k, _, _, _ in items]
-            seen = set((await s.scalars(select(NotificationRow.key).where(NotificationRow.key.in_(keys)))).all())
-            new = list({i[0]: i for i in items if i[0] not in seen}.values())
-            if new:  # one executemany: a fire alarm names dozens of radios
-                await s.execute(
-                    insert(NotificationRow),
-                    [
-                        {
-                            "key": key, "channel": channel, "alert_id": alert_id, "message": message,
-                            "state": "pending", "attempts": 0, "next_at_ms": now, "created_at_ms": now,
-                        }
-                        for key, channel, alert_id, message in new
-                    ],
-                )  # fmt: skip
-        return len(new)
-
-    async def due(self, channel: str, limit: int = 100) -> list[Outgoing]:
-        async with self.registry.session() as s:
-            rows = (
-                await s.scalars(
-                    select(NotificationRow)
-                    .where(
-                        NotificationRow.channel == channel,
-                        NotificationRow.state == "pending",
-                        NotificationRow.next_at_ms <= self.now_ms(),
-                    )
-                    .order_by(NotificationRow.id)
-                    .limit(limit)
-                )
-            ).all()
-            return [Outgoing(r.id, r.key, r.channel, r.alert_id, dict(r.message), r.attempts) for r in rows]
-
-    async def settle(self, ids: Sequence[int], state: str, error: str | None = None) -> None:
-        """Mark messages ``sent``, ``folded`` (into a summary that was sent) or ``failed`` for good."""
-        async with self.registry.session() as s, s.begin():
-            await s.execute(
-                update(NotificationRow)
-                .where(NotificationRow.id.in_(ids))
-                .values(state=state, sent_at_ms=self.now_ms(), error=error and error[:500])
-            )
-
-    async def retry_later(self, ids: Sequence[int], delay_s: float, error: str) -> None:
-        async with self.registry.session() as s, s.begin():
-            await s.execute(
-                update(NotificationRow)
-                .where(NotificationRow.id.in_(ids))
-                .values(
-                    attempts=NotificationRow.attempts + 1,
-                    next_at_ms=self.now_ms() + int(delay_s * 1000),
-                    error=error[:500],
-                )
-            )
-
-    async def outbox(self, channel: str | None = None) -> list[tuple[str, str, int]]:
-        """(key, state, attempts) of every queued message, oldest first: for tests and operators."""
-        async with self.registry.session() as s:
-            query = select(NotificationRow).order_by(NotificationRow.id)
-            if channel is not None:
-                query = query.where(NotificationRow.channel == channel)
-            return [(r.key, r.state, r.attempts) for r in (await s.scalars(query)).all()]
 
     # -- helpers ---------------------------------------------------------------------------------
     @staticmethod
@@ -462,13 +353,13 @@ class AlertStore:
         return (await s.scalars(query)).first()
 
     @staticmethod
-    async def _seen_closed(s: AsyncSession, snap: dict[str, Any], ts: int) -> bool:
+    async def _seen_closed(s: AsyncSession, alert: Alert, ts: int) -> bool:
         """A resolved alert of the same episode (same first_ts) that already covers ``ts``."""
         query = select(AlertRow.last_ts, AlertRow.resolved_ts).where(
-            AlertRow.site_id == snap["site"],
-            AlertRow.rule == snap["rule"],
-            AlertRow.subject == snap["subject"],
-            AlertRow.first_ts == snap["first_ts"],
+            AlertRow.site_id == alert.site,
+            AlertRow.rule == alert.rule,
+            AlertRow.subject == alert.subject,
+            AlertRow.first_ts == alert.first_ts,
             AlertRow.open_key.is_(None),
         )
         return any(ts <= max(last, resolved or last) for last, resolved in (await s.execute(query)).all())
@@ -481,11 +372,15 @@ class AlertStore:
         return row
 
     def _close(
-        self, s: AsyncSession, row: AlertRow, ts: int | None, actor: str, action: str, detail: dict[str, Any]
+        self, s: AsyncSession, row: AlertRow, ts: int, actor: str, action: Action, detail: dict[str, Any]
     ) -> None:
-        row.state, row.open_key, row.resolved_at_ms = "resolved", None, self.now_ms()
-        row.resolved_ts = ts if ts is not None else row.last_ts
+        row.state, row.open_key, row.resolved_at_ms = State.RESOLVED.value, None, self.now_ms()
+        row.resolved_ts = ts
         self._audit(s, row.id, actor, action, detail)
 
-    def _audit(self, s: AsyncSession, alert_id: int, actor: str, action: str, detail: dict[str, Any]) -> None:
-        s.add(AlertEventRow(alert_id=alert_id, at_ms=self.now_ms(), actor=actor, action=action, detail=detail))
+    def _audit(
+        self, s: AsyncSession, alert_id: int, actor: str, action: Action, detail: dict[str, Any]
+    ) -> AlertEventRow:
+        event = AlertEventRow(alert_id=alert_id, at_ms=self.now_ms(), actor=actor, action=action.value, detail=detail)
+        s.add(event)
+        return event

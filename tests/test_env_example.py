@@ -8,7 +8,7 @@ from grafana.settings import GrafanaSettings
 from ingest.config import IngestSettings
 from load.settings import LoadSettings
 from rules.settings import RulesSettings
-from store.settings import ENV_PREFIX
+from runtime.settings import ENV_PREFIX
 
 TEXT = (Path(__file__).parents[1] / ".env.example").read_text()
 

@@ -8,10 +8,10 @@ from pydantic import BaseModel
 
 from api.deps import Caller, State
 from api.models import ERRORS
-from api.routes.alerts import AlertOut, alert_out
 from api.routes.devices import visible_device
 from api.state import ApiState
 from devices.estate import Id
+from store.alerts import AlertView
 from store.influx import InfluxError, quote_literal
 
 router = APIRouter(prefix="/devices", tags=["devices"], responses=ERRORS)
@@ -38,7 +38,7 @@ class DeviceRejects(BaseModel):
     total: int
     by_reason: dict[str, int]
     recent: list[DeadLetter]
-    alert: AlertOut | None
+    alert: AlertView | None
 
 
 async def _rows(state: ApiState, q: str) -> list[dict[str, Any]]:
@@ -86,5 +86,5 @@ async def device_rejects(
     )
     return DeviceRejects(
         site=site, device_id=device_id, hours=hours, total=sum(by_reason.values()), by_reason=by_reason,
-        recent=recent, alert=alert_out(found[0]) if found else None,
+        recent=recent, alert=found[0] if found else None,
     )  # fmt: skip

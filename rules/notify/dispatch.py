@@ -18,7 +18,7 @@ from collections.abc import Callable
 from prometheus_client import Counter
 
 from rules.notify.robots import HttpRobot, SendError
-from store.alerts import AlertStore, Outgoing
+from store.outbox import Outbox, Outgoing
 
 log = logging.getLogger("estatewatch.rules.notify")
 WINDOW_S = 60.0
@@ -61,7 +61,7 @@ class Dispatcher:
     def __init__(
         self,
         robot: HttpRobot,
-        store: AlertStore,
+        store: Outbox,
         clock: Callable[[], float] = time.monotonic,
         poll_s: float = 0.5,
         outcomes: Counter | None = None,
@@ -107,7 +107,7 @@ class Dispatcher:
         if mobiles and self.robot.mention_body(mobiles, len(due)) is not None:
             # Queued like any message: it waits for the rate, and a restart neither loses nor repeats it.
             mention = {"mention": True, "mobiles": mobiles, "count": len(due)}
-            await self.store.enqueue(key + ":mention", self.name, due[0].alert_id, mention)
+            await self.store.enqueue_many([(key + ":mention", self.name, due[0].alert_id, mention)])
         return len(due)
 
     def _count(self, outcome: str, n: int) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from devices.alerts import Alert
 from store.alerts import AlertStore
 from store.registry.db import Registry
 from tests.support.api import RunningApi, Tokens
@@ -65,10 +66,11 @@ async def _setup(api: RunningApi, tokens: Tokens, registry_url: str) -> int:
     async with Registry(registry_url) as reg:
         applied = await AlertStore(reg).apply(
             "opened", 1000,
-            {"rule": "fire", "subject": "smk-b001-u1-101", "site": "small", "severity": "critical", "title": "Fire",
+            Alert.from_json({
+             "rule": "fire", "subject": "smk-b001-u1-101", "site": "small", "severity": "critical", "title": "Fire",
              "first_ts": 1000, "last_ts": 1000, "state": "open", "count": 1, "escalation": 0, "grid": "g01",
              "building": "b001", "unit": "b001-u1", "zone": None, "recipients": [], "evidence": [],
-             "resolved_ts": None},
+             "resolved_ts": None}),
         )  # fmt: skip
     assert applied is not None
     return applied.alert.id

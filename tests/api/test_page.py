@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 from playwright.async_api import async_playwright, expect
 
+from devices.alerts import Alert
+from rules.service import RulesService
 from store.alerts import AlertStore
 from store.registry.db import Registry
 from tests.support.api import RunningApi, Tokens
@@ -18,11 +20,11 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
          "--disable-component-update", "--disable-sync"]  # fmt: skip
 
 
-def snap(subject: str, title: str, **over: Any) -> dict[str, Any]:
-    return {"rule": "fire", "subject": subject, "site": "small", "severity": "critical", "title": title,
+def snap(subject: str, title: str, **over: Any) -> Alert:
+    return Alert.from_json({"rule": "fire", "subject": subject, "site": "small", "severity": "critical", "title": title,
             "first_ts": 1000, "last_ts": 1000, "state": "open", "count": 1, "escalation": 0, "grid": "g01",
             "building": "b001", "unit": "b001-u1", "zone": None, "recipients": [],
-            "evidence": [{"ts": 1000, "smoke_obscuration_pct": 12.5}], "resolved_ts": None, **over}  # fmt: skip
+            "evidence": [{"ts": 1000, "smoke_obscuration_pct": 12.5}], "resolved_ts": None, **over})  # fmt: skip
 
 
 async def inject(registry_url: str, subject: str, title: str) -> int:
@@ -34,7 +36,7 @@ async def inject(registry_url: str, subject: str, title: str) -> int:
 
 @pytest.mark.slow
 async def test_a_grid_worker_signs_in_sees_the_alert_and_acknowledges_it(
-    api: RunningApi, tokens: Tokens, registry_url: str
+    api: RunningApi, tokens: Tokens, registry_url: str, rules: RulesService
 ) -> None:
     first = await inject(registry_url, "smk-b001-u1-101", "1号楼1单元101 烟感报警")
     async with async_playwright() as pw:

@@ -18,7 +18,8 @@ from ingest.completeness import completeness_line
 from ingest.metrics import IngestMetrics
 from ingest.rejects import RejectCounts, Source, Stamps
 from ingest.selfstats import SelfStats
-from store.alerts import AlertView, mirror_line, open_lines
+from store.alert_copies import mirror_line, open_lines
+from store.alerts import AlertView
 from store.series import TAG_FIELDS, TAG_NAMES, all_fields
 from tests.support.grafana import panel_queries
 

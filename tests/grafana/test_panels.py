@@ -17,7 +17,8 @@ from grafana.boards import BOARDS
 from ingest.completeness import Completeness
 from ingest.metrics import IngestMetrics
 from rules.service import RulesService
-from store.alerts import AlertStore, mirror_line
+from store.alert_copies import mirror_line
+from store.alerts import AlertStore
 from store.influx import Influx
 from store.registry.db import Registry
 from tests.support.grafana import ALL, PanelQuery, expand, panel_queries, variables

@@ -279,4 +279,4 @@ def test_a_worker_whose_task_dies_exits_non_zero(ingest_factory: Factory, tmp_pa
     assert worker.proc is not None
     assert worker.proc.wait(30) == 1
     log = worker.log.read_text()
-    assert "registry-refresh failed" in log and "stopped because a task failed" in log, log[-2000:]
+    assert "registry-refresh failed" in log and "stopped because task registry-refresh failed" in log, log[-2000:]

@@ -13,7 +13,7 @@ from ingest.completeness import Completeness, SeqTracker
 from ingest.lines import all_fields, encode, escape_key, escape_string
 from ingest.metrics import IngestMetrics
 from ingest.spool import Spool, SpoolFullError
-from store.health import HealthServer
+from runtime.health import HealthServer
 from store.influx import Influx
 from store.registry.db import DeviceInfo
 from store.retention import duration_ms

@@ -75,7 +75,7 @@ def channel(url: str, **over: Any) -> NotifyChannel:
 
 async def queue(store: AlertStore, ch: NotifyChannel, view: AlertView, small: Estate, action: str = "opened") -> None:
     msg = message(view, action, Directory(small), "http://estate.example/page")
-    await store.enqueue(f"{view.id}:{action}:{ch.name}", ch.name, view.id, msg)
+    await store.outbox.enqueue_many([(f"{view.id}:{action}:{ch.name}", ch.name, view.id, msg)])
 
 
 async def test_wecom_text_mentions_the_grid_worker_by_phone(
@@ -84,7 +84,7 @@ async def test_wecom_text_mentions_the_grid_worker_by_phone(
     ch = channel(robot_server.url + "/cgi-bin/webhook/send?key=k1")
     view = await alert(store)
     await queue(store, ch, view, small)
-    assert await Dispatcher(HttpRobot(ch, http), store).run_once() == 1
+    assert await Dispatcher(HttpRobot(ch, http), store.outbox).run_once() == 1
     [req] = robot_server.requests
     assert req.path == "/cgi-bin/webhook/send" and req.query == {"key": "k1"}
     assert req.body["msgtype"] == "text"
@@ -102,7 +102,7 @@ async def test_dingtalk_is_signed_with_its_secret_and_mentions_in_text(
     ch = channel(robot_server.url + "/robot/send?access_token=t1", name="ding", kind="dingtalk", secret="SEC123")
     view = await alert(store)
     await queue(store, ch, view, small)
-    await Dispatcher(HttpRobot(ch, http), store).run_once()
+    await Dispatcher(HttpRobot(ch, http), store.outbox).run_once()
     [req] = robot_server.requests
     ts = req.query["timestamp"]
     expected = base64.b64encode(hmac.new(b"SEC123", f"{ts}\nSEC123".encode(), hashlib.sha256).digest()).decode()
@@ -116,7 +116,7 @@ async def test_rate_limit_holds_and_a_burst_folds_into_one_summary_then_one_ment
 ) -> None:
     ch = channel(robot_server.url, per_minute=3, fold_after=3)
     clock = Monotonic()
-    dispatcher = Dispatcher(HttpRobot(ch, http), store, clock=clock)
+    dispatcher = Dispatcher(HttpRobot(ch, http), store.outbox, clock=clock)
     for i in range(2):
         await queue(store, ch, await alert(store, f"smk-{i}"), small)
     assert await dispatcher.run_once() == 1
@@ -131,7 +131,7 @@ async def test_rate_limit_holds_and_a_burst_folds_into_one_summary_then_one_ment
     assert await dispatcher.run_once() == 1
     mention = robot_server.requests[3].body
     assert mention["msgtype"] == "text" and mention["text"]["mentioned_mobile_list"]
-    states = [s for _, s, _ in await store.outbox()]
+    states = [s for _, s, _ in await store.outbox.listing(ch.name)]
     assert states.count("folded") == 10 and states.count("sent") == 3
 
 
@@ -143,7 +143,7 @@ async def test_failures_retry_with_backoff_and_permanent_ones_stop(
     store = AlertStore(store.registry, clock)
     metrics = CollectorRegistry()
     outcomes = Counter("rules_notifications", "", ["channel", "outcome"], registry=metrics)
-    dispatcher = Dispatcher(HttpRobot(ch, http), store, outcomes=outcomes)
+    dispatcher = Dispatcher(HttpRobot(ch, http), store.outbox, outcomes=outcomes)
     await queue(store, ch, await alert(store), small)
     robot_server.script += [(502, {}), (200, {"errcode": 45009, "errmsg": "api freq out of limit"})]
     await dispatcher.run_once()
@@ -152,7 +152,7 @@ async def test_failures_retry_with_backoff_and_permanent_ones_stop(
     await dispatcher.run_once()
     clock.t += 10
     await dispatcher.run_once()
-    assert [(s, n) for _, s, n in await store.outbox()] == [("sent", 2)]
+    assert [(s, n) for _, s, n in await store.outbox.listing(ch.name)] == [("sent", 2)]
     assert len(robot_server.requests) == 3
 
     await queue(store, ch, await alert(store, "smk-x"), small)
@@ -160,7 +160,7 @@ async def test_failures_retry_with_backoff_and_permanent_ones_stop(
     await dispatcher.run_once()
     clock.t += 600
     await dispatcher.run_once()
-    assert (await store.outbox())[-1][1] == "failed" and len(robot_server.requests) == 4
+    assert (await store.outbox.listing(ch.name))[-1][1] == "failed" and len(robot_server.requests) == 4
     counted = {
         outcome: metrics.get_sample_value("rules_notifications_total", {"channel": ch.name, "outcome": outcome})
         for outcome in ("retried", "sent", "failed")
@@ -175,8 +175,8 @@ async def test_no_duplicates_across_requeue_and_restart(
     view = await alert(store)
     await queue(store, ch, view, small)
     await queue(store, ch, view, small)  # the same change again (a replay after restart)
-    await Dispatcher(HttpRobot(ch, http), store).run_once()
-    restarted = Dispatcher(HttpRobot(ch, http), store)
+    await Dispatcher(HttpRobot(ch, http), store.outbox).run_once()
+    restarted = Dispatcher(HttpRobot(ch, http), store.outbox)
     assert await restarted.run_once() == 0
     [req] = robot_server.requests
     assert req.body["idempotency_key"] == f"{view.id}:opened:ops" and req.body["alerts"][0]["alert_id"] == view.id

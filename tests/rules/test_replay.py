@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 from devices.estate import Estate, dump_estate
+from runtime.settings import parse_mqtt_url
 from sim.incidents import Incident
 from sim.runner import SimOptions, Simulator
-from store.settings import parse_mqtt_url
 from tests.support.servers import Broker
 
 

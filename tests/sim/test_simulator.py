@@ -14,9 +14,9 @@ from devices.estate import Estate
 from devices.payloads.common import Status
 from devices.topics import parse_topic
 from devices.types import Channel
+from runtime.settings import parse_mqtt_url
 from sim.incidents import Incident
 from sim.runner import SimOptions, Simulator
-from store.settings import parse_mqtt_url
 from tests.support.mqtt import Recorder, stop, subscribe
 from tests.support.servers import PASSWORD, Broker
 

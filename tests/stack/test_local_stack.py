@@ -187,11 +187,11 @@ def test_the_first_admin_token_is_kept_while_valid_and_renewed_once_expired(tmp_
 
     from sqlalchemy import update
 
+    from runtime.settings import Settings
     from stack.local import LocalStack
     from stack.supervise import prepare_registry
     from store.registry.db import Registry
     from store.registry.schema import TokenRow
-    from store.settings import Settings
 
     local = LocalStack(Settings(run_dir=tmp_path / "run"), make_device_credentials=False)
     assert prepare_registry(local) == 0

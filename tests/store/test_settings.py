@@ -1,6 +1,6 @@
 import pytest
 
-from store.settings import Settings, SettingsError, load_settings, parse_mqtt_url
+from runtime.settings import Settings, SettingsError, load_settings, parse_mqtt_url
 
 
 def test_defaults_point_at_the_local_stack(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -32,8 +32,10 @@ class Recorder:
 
 
 def subscribe(
-    port: int, topic: str, user: str = "service", client_id: str = "test-recorder"
+    port: int, topic: str, user: str = "service", client_id: str = "test-recorder", persistent: bool = False
 ) -> tuple[paho.Client, Recorder]:
+    """A QoS 1 subscriber; ``persistent``: its session (and what is queued for it) outlives a broker
+    restart, and paho reconnects by itself."""
     rec = Recorder()
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
     client.username_pw_set(user, PASSWORD)
@@ -44,7 +46,11 @@ def subscribe(
 
     client.on_message = on_message
     client.on_subscribe = lambda *a: rec.subscribed.set()
-    client.connect("127.0.0.1", port, clean_start=True, properties=Properties(paho.PacketTypes.CONNECT))
+    props = Properties(paho.PacketTypes.CONNECT)
+    if persistent:
+        props.SessionExpiryInterval = 600
+    client.reconnect_delay_set(0.1, 1)
+    client.connect("127.0.0.1", port, clean_start=not persistent, properties=props)
     client.subscribe(topic, qos=1)
     client.loop_start()
     if not rec.subscribed.wait(10):

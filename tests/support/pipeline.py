@@ -5,9 +5,9 @@ from typing import Any
 import pytest
 
 from devices.estate import Estate
+from runtime.settings import parse_mqtt_url
 from sim.incidents import Incident
 from sim.runner import SimOptions, Simulator
-from store.settings import parse_mqtt_url
 from tests.support.ingest import IngestProcess, ingest_env, load_registry
 from tests.support.servers import Broker, InfluxServer
 

@@ -13,15 +13,21 @@ from tests.support.servers import PASSWORD, Broker
 
 
 def rules_settings(
-    broker: Broker, influx_url: str, db: str, registry_url: str, tmp: Path, estate: Estate, hook_url: str, **over: Any
+    broker: Broker,
+    influx_url: str,
+    db: str,
+    registry_url: str,
+    tmp: Path,
+    estate: Estate,
+    hook_url: str | None,
+    **over: Any,
 ) -> RulesSettings:
+    """Settings for a rules service in a test; ``hook_url`` None: no notification channels."""
     estate_file = tmp / "estate.yaml"
     estate_file.write_text(dump_estate(estate))
     config = tmp / "rules.yaml"
-    config.write_text(
-        "notify:\n  page_url: http://estate.example/page\n  channels:\n"
-        f"    - {{name: hook, kind: webhook, url: '{hook_url}/alerts', min_severity: info}}\n"
-    )
+    hook = f"\n    - {{name: hook, kind: webhook, url: '{hook_url}/alerts', min_severity: info}}" if hook_url else " []"
+    config.write_text(f"notify:\n  page_url: http://estate.example/page\n  channels:{hook}\n")
     values: dict[str, Any] = {
         "mqtt_url": broker.url("service"),
         "influx_url": influx_url,

@@ -92,6 +92,13 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="log level")
     log_format: str = Field("json", pattern=r"^(json|text)$", description="service logs: json lines or text")
+    drain_s: float = Field(
+        20.0,
+        ge=0,
+        le=600,
+        description="on SIGTERM, how long a service may finish what it took (ingest's batches, the rules' "
+        "messages, the API's requests, the simulator's PUBACKs) before it stops anyway",
+    )
 
     @property
     def mqtt(self) -> MqttTarget:

@@ -10,7 +10,7 @@ from typing import Any
 from gmqtt.mqtt.handler import MQTTConnectError
 from gmqtt.storage import PersistentStorage
 
-from store.settings import MqttTarget
+from runtime.settings import MqttTarget
 
 RETRY_MAX_S = 15.0
 
