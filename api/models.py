@@ -4,7 +4,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from devices.estate import Id
+from devices.ids import Id
 from devices.types import DeviceType
 
 Label = Annotated[str, Field(min_length=1, max_length=120)]

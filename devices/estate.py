@@ -22,10 +22,17 @@ from pydantic import (
 )
 
 from devices.catalog import CATALOG
+from devices.ids import Id
 from devices.payloads.common import Plate
 from devices.types import DeviceType
 
-Id = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+
+def owning_grid(zone_grid: str | None, building_grid: str | None) -> str | None:
+    """The grid that answers for a place, the one rule everywhere (engine, registry, API): a zone's
+    grid (a fire lane, a car park between buildings) over its building's."""
+    return zone_grid if zone_grid is not None else building_grid
+
+
 Name = Annotated[str, StringConstraints(min_length=1, max_length=120)]
 Mobile = Annotated[str, StringConstraints(pattern=r"^\+?[0-9]{5,20}$")]
 
@@ -254,12 +261,8 @@ class Estate(_Model):
         raise KeyError(building_id)
 
     def grid_of(self, device: Device) -> str | None:
-        """The grid responsible for where a device is: its zone's grid, else its building's."""
-        if device.zone is not None:
-            return next(z.grid for z in self.zones if z.id == device.zone)
-        if device.building is not None:
-            return self.building(device.building).grid
-        return None
+        zone = next((z.grid for z in self.zones if z.id == device.zone), None) if device.zone else None
+        return owning_grid(zone, self.building(device.building).grid if device.building else None)
 
     def count_by_type(self) -> dict[DeviceType, int]:
         counts = dict.fromkeys(DeviceType, 0)

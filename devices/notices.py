@@ -9,8 +9,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from devices.ids import ID_RE, Id
 from devices.payloads.common import TimestampMs
-from devices.topics import ID_RE, ROOT
+from devices.topics import ROOT
 from devices.types import DeviceType
 
 REJECTS = "_rejects"
@@ -36,9 +37,9 @@ class NoisyDevice(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True, frozen=True)
 
     ts: TimestampMs
-    site: Annotated[str, StringConstraints(pattern=ID_RE.pattern)]
+    site: Id
     device_type: DeviceType
-    device_id: Annotated[str, StringConstraints(pattern=ID_RE.pattern)]
+    device_id: Id
     window_start_ms: TimestampMs
     window_s: int = Field(60, ge=1)
     rejects: dict[Reason, Annotated[int, Field(ge=0)]]

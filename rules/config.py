@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from devices.estate import LocalTime, in_window
+from devices.ids import Id
 from devices.plates import canonical, is_plate
 
 DEFAULTS = Path(__file__).with_name("defaults.yaml")
@@ -199,7 +200,7 @@ Secret = Annotated[str | None, AfterValidator(_from_env)]
 class NotifyChannel(_Model):
     """A robot in a grid's WeCom or DingTalk group, or a JSON webhook."""
 
-    name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+    name: Id
     kind: ChannelKind
     url: Secret
     secret: Secret = None  # DingTalk's signing secret

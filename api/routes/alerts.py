@@ -18,7 +18,7 @@ from api.deps import Caller, State
 from api.errors import ApiError
 from api.models import ERRORS, Assign, Note, Page
 from api.state import ApiState
-from devices.estate import Id
+from devices.ids import Id
 from store.alerts import AlertNotFoundError, AlertStateError, AlertView
 from store.tokens import Principal, Role
 

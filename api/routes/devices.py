@@ -25,8 +25,8 @@ from api.models import (
 from api.mqtt import DynsecError
 from api.state import ApiState
 from devices.catalog import CATALOG
-from devices.estate import Id
-from devices.topics import ROOT, DeviceTopic, command_topic
+from devices.ids import Id
+from devices.topics import DeviceTopic, command_topic, device_root
 from devices.types import Channel, DeviceType
 from ingest.admission import Refused
 from store.devices import DeviceConflictError, DevicePlaceError, DeviceRecord
@@ -95,7 +95,7 @@ def _credentials(r: DeviceRecord, password: str) -> Credentials:
         username=user,
         client_id=user,
         password=password,
-        publish_under=f"{ROOT}/{r.site}/{r.type.value}/{r.id}",
+        publish_under=device_root(r.site, r.type, r.id),
         subscribe=command_topic(r.site, r.type, r.id),
     )
 

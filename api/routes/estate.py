@@ -14,7 +14,8 @@ from api.deps import Caller, State
 from api.errors import ApiError
 from api.models import ERRORS
 from api.state import ApiState
-from devices.estate import Grid, Id, Shift
+from devices.estate import Grid, Shift
+from devices.ids import Id
 from store.estate_settings import RULES_KEY
 from store.registry.schema import BuildingRow, SiteRow, UnitRow, ZoneRow
 from store.tokens import Principal, Role

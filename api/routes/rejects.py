@@ -10,7 +10,7 @@ from api.deps import Caller, State
 from api.models import ERRORS
 from api.routes.devices import visible_device
 from api.state import ApiState
-from devices.estate import Id
+from devices.ids import Id
 from store.alerts import AlertView
 from store.influx import InfluxError, quote_literal
 

@@ -19,7 +19,7 @@ from api.last_values import LastValue
 from api.models import ERRORS
 from api.queries import Agg, Filter, QueryError, aggregate, check_field, interval_ms, latest, measurement_for
 from api.state import ApiState
-from devices.estate import Id
+from devices.ids import Id
 from devices.types import Channel, DeviceType
 from store.devices import DeviceRecord
 from store.series import TAG_FIELDS, TAG_NAMES

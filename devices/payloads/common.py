@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema
 
+from devices.ids import Id
 from devices.plates import MAX_RAW as MAX_RAW_PLATE
 from devices.plates import canonical as canonical_plate
 from devices.plates import is_plate
@@ -30,7 +31,7 @@ PowerW = Annotated[float, Field(ge=0, le=1_000_000)]
 EnergyWh = Annotated[float, Field(ge=0, le=1e12)]
 Confidence = Annotated[float, Field(ge=0, le=1)]
 DurationS = Annotated[float, Field(ge=0, le=86_400 * 365)]
-ZoneId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+ZoneId = Id
 # An opaque reference the vendor maps to a card, face or code: never a name or a number.
 CredentialRef = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 FaultCode = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,32}$")]
