@@ -9,7 +9,7 @@ from typing import Any
 
 from devices.alerts import Alert, AlertChange
 from devices.catalog import PayloadError, parse_payload
-from devices.estate import Device, Estate, Grid
+from devices.estate import Device, Estate, Grid, owning_grid
 from devices.notices import NoisyDevice, noisy_topic
 from devices.payloads.common import Status
 from devices.topics import TopicError, parse_topic
@@ -80,7 +80,8 @@ class Engine:
     def _place(self, d: Device) -> Where:
         zone = self._zones.get(d.zone or "")
         building = d.building or (zone.building if zone else None)
-        grid = zone.grid if zone else (self._buildings[building].grid if building in self._buildings else None)
+        grid = owning_grid(zone.grid if zone else None,
+                           self._buildings[building].grid if building in self._buildings else None)
         return Where(self.estate.site.id, d, grid, building, d.unit, d.zone)
 
     def sync_devices(self, active: list[Device]) -> tuple[int, int]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from devices.alerts import Alert, Severity
-from devices.estate import ZoneKind
+from devices.estate import ZoneKind, owning_grid
 from devices.types import Channel, DeviceType
 from rules.config import ZombieCar
 from rules.context import Context, Where
@@ -215,7 +215,7 @@ class ZombieCars:
         unit = self.owner_unit(car.plate)
         building = self._unit_building.get(unit or "")
         zone = self._zones.get(car.zone or "")
-        grid = zone.grid if zone else (building.grid if building else None)
+        grid = owning_grid(zone.grid if zone else None, building.grid if building else None)
         return Where(car.where.site, car.where.device, grid, building.id if building else None, unit, car.zone)
 
     def owner_unit(self, plate: str) -> str | None:

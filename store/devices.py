@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from devices.estate import owning_grid
 from devices.types import DeviceType
 from store.registry.db import Registry, bump_devices_version, devices_version
 from store.registry.schema import BuildingRow, DeviceCredentialRow, DeviceRow, SiteRow, UnitRow, ZoneRow
@@ -138,7 +139,7 @@ class DeviceAdmin:
         return [
             DeviceRecord(
                 site, did, DeviceType(kind), building, unit, floor, zone,
-                zone_grid.get((site, zone or "")) or building_grid.get((site, building or "")),
+                owning_grid(zone_grid.get((site, zone or "")), building_grid.get((site, building or ""))),
                 interval, vendor, label, enabled, username,
             )
             for site, did, kind, building, unit, floor, zone, interval, vendor, label, enabled, username in rows

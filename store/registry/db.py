@@ -10,7 +10,7 @@ from sqlalchemy import Connection, delete, event, func, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from devices.estate import Device, Estate
+from devices.estate import Device, Estate, owning_grid
 from devices.types import DeviceType
 from store.registry.schema import Base, BuildingRow, DeviceRow, EstateSettingRow, GridRow, SiteRow, UnitRow, ZoneRow
 
@@ -239,7 +239,8 @@ class Registry:
                 unit=r.unit_id,
                 floor=r.floor,
                 zone=r.zone_id,
-                grid=zone_grid.get((r.site_id, r.zone_id or "")) or building_grid.get((r.site_id, r.building_id or "")),
+                grid=owning_grid(zone_grid.get((r.site_id, r.zone_id or "")),
+                                 building_grid.get((r.site_id, r.building_id or ""))),
                 interval_s=r.interval_s,
                 enabled=r.enabled,
             )
