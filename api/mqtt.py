@@ -17,13 +17,15 @@ from typing import Any, Self
 
 import aiomqtt
 
+from devices.topics import alerts_filter, subscription
+from devices.types import Channel
 from runtime.settings import MqttTarget
 from store.dynsec import DYNSEC_RESPONSE, DYNSEC_TOPIC, DynsecCalls, DynsecError
 
 __all__ = ["ApiBroker", "BrokerError", "DynsecError"]
 log = logging.getLogger("estatewatch.api.mqtt")
-ALERTS_FILTER = "estate/v1/+/alerts/#"
-TELEMETRY_FILTER = "estate/v1/+/+/+/telemetry"
+ALERTS_FILTER = alerts_filter()
+TELEMETRY_FILTER = subscription(Channel.TELEMETRY)
 
 
 class BrokerError(Exception):

@@ -29,7 +29,8 @@ from bench.ingest_bench import IngestWorker, fresh_database
 from bench.publisher import publish, smoke_messages
 from devices.catalog import MAX_PAYLOAD_BYTES
 from devices.estate import load_estate
-from devices.types import DeviceType
+from devices.topics import device_topic
+from devices.types import Channel, DeviceType
 from runtime.settings import Settings, parse_mqtt_url
 from stack.local import LocalStack
 from stack.procs import free_port
@@ -208,7 +209,7 @@ async def run_flood(
     if len(devices) < 2:
         raise RuntimeError("no smoke sensors in the registry: run 'estatewatch registry init' first")
     noisy, valid = devices[0], devices[1:1001]
-    noisy_topic = f"estate/v1/{noisy.site}/smoke_sensor/{noisy.id}/telemetry"
+    noisy_topic = device_topic(noisy.site, DeviceType.SMOKE_SENSOR, noisy.id, Channel.TELEMETRY)
     results = FloodResults(poison=poison, stream_share=share)
     await fresh_database(settings, DB)
     say("  ingest's clean drain rate in this run (100,000 messages)")
@@ -346,7 +347,7 @@ async def poisoned_drain(
     worker.start()
     worker.stop()
     noisy, valid = devices[0], devices[1:]
-    topic = f"estate/v1/{noisy.site}/smoke_sensor/{noisy.id}/telemetry"
+    topic = device_topic(noisy.site, DeviceType.SMOKE_SENSOR, noisy.id, Channel.TELEMETRY)
     stream = mixed(smoke_messages(valid, int(time.time() * 1000) - count), topic, share)
     messages = list(itertools.islice(stream, count))
     bad = sum(1 for t, _ in messages if t == topic)

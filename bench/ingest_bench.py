@@ -24,6 +24,7 @@ import httpx
 
 from bench.procstat import sample
 from bench.publisher import Publisher, publish, smoke_messages
+from devices.topics import ROOT
 from runtime.settings import Settings, parse_mqtt_url
 from stack.local import LocalStack
 from stack.procs import free_port
@@ -72,7 +73,7 @@ def _mosq(args: list[str], stack: LocalStack, user: str = "ingest") -> list[str]
 
 
 async def broker_drain(stack: LocalStack, count: int, say: Say) -> float:
-    topic = "estate/v1/_bench/drain"
+    topic = f"{ROOT}/_bench/drain"  # outside every device subscription: the broker alone is measured
     session = ["mosquitto_sub", "-V", "mqttv5", "-c", "-x", "600", "-i", "bench-drain", "-q", "1", "-t", topic]
     # Create the session, then leave it offline while the queue fills.
     await asyncio.to_thread(

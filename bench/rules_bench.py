@@ -34,7 +34,7 @@ from devices.catalog import PayloadError, parse_payload
 from devices.estate import Estate
 from devices.reference import reference_estate
 from devices.topics import TopicError, device_topic, parse_topic
-from devices.types import DeviceType
+from devices.types import Channel, DeviceType
 from rules.config import RulesConfig
 from rules.engine import Engine
 from runtime.settings import Settings, parse_mqtt_url
@@ -254,11 +254,13 @@ async def _measure(
             if rng.random() < 0.8:
                 device = rng.choice(smoke)
                 body: dict[str, Any] = {"type": "alarm", "smoke_obscuration_pct": 15.0, "temp_c": 45.0}
-                items.append((f"estate/v1/{site}/smoke_sensor/{device}/event", json.dumps(body).encode(), device))
+                topic = device_topic(site, DeviceType.SMOKE_SENSOR, device, Channel.EVENT)
+                items.append((topic, json.dumps(body).encode(), device))
             else:
                 device = rng.choice(radios)
                 body = {"type": "sos", "lat": 34.244, "lon": 117.238}
-                items.append((f"estate/v1/{site}/radio/{device}/event", json.dumps(body).encode(), device))
+                topic = device_topic(site, DeviceType.RADIO, device, Channel.EVENT)
+                items.append((topic, json.dumps(body).encode(), device))
 
     def stream() -> Iterator[tuple[str, bytes]]:
         for topic, raw, probe in items:

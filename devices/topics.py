@@ -1,12 +1,14 @@
 """MQTT topic layout: ``estate/v1/{site}/{device_type}/{device_id}/{channel}``."""
 
-import re
 from dataclasses import dataclass
 
+from devices.ids import ID_RE, is_valid_id
 from devices.types import Channel, DeviceType
 
+__all__ = ["ID_RE", "is_valid_id"]  # re-exported: the topic checks name the rule they apply
+
 ROOT = "estate/v1"
-ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+ESTATE_GRID = "_estate"  # the grid level (and InfluxDB tag) of alerts no grid owns: radios, estate-wide rules
 _TYPES = {t.value: t for t in DeviceType}
 _CHANNELS = {c.value: c for c in Channel}
 
@@ -30,10 +32,6 @@ class DeviceTopic:
         return device_topic(self.site, self.device_type, self.device_id, self.channel)
 
 
-def is_valid_id(value: str) -> bool:
-    return ID_RE.fullmatch(value) is not None
-
-
 def device_topic(site: str, device_type: DeviceType, device_id: str, channel: Channel) -> str:
     for name, value in (("site", site), ("device_id", device_id)):
         if not is_valid_id(value):
@@ -41,9 +39,15 @@ def device_topic(site: str, device_type: DeviceType, device_id: str, channel: Ch
     return f"{ROOT}/{site}/{device_type.value}/{device_id}/{channel.value}"
 
 
+def device_root(site: str, device_type: DeviceType | str, device_id: str) -> str:
+    """The level every topic of one device is under (its credentials publish there and nowhere else)."""
+    kind = device_type.value if isinstance(device_type, DeviceType) else device_type
+    return f"{ROOT}/{site}/{kind}/{device_id}"
+
+
 def command_topic(site: str, device_type: DeviceType, device_id: str) -> str:
     """Where a device listens for commands (voice warnings, resets)."""
-    return f"{ROOT}/{site}/{device_type.value}/{device_id}/command"
+    return f"{device_root(site, device_type, device_id)}/command"
 
 
 def alerts_topic(site: str, grid: str | None, rule: str) -> str:
@@ -51,7 +55,12 @@ def alerts_topic(site: str, grid: str | None, rule: str) -> str:
 
     Seven levels, so that no six-level device subscription (``estate/v1/+/+/+/+``) ever matches.
     """
-    return f"{ROOT}/{site}/alerts/{grid or '_estate'}/{rule}/change"
+    return f"{ROOT}/{site}/alerts/{grid or ESTATE_GRID}/{rule}/change"
+
+
+def alerts_filter(site: str = "+") -> str:
+    """Every alert change of a site (or of every site)."""
+    return f"{ROOT}/{site}/alerts/#"
 
 
 def subscription(channel: Channel | None = None, site: str = "+") -> str:

@@ -22,7 +22,7 @@ from devices.types import DeviceType
 from ingest.budget import Noisy, RejectBudget
 from ingest.metrics import IngestMetrics
 from ingest.writer import Entry, Outcome
-from store.series import escape_key, escape_string
+from store.series import line
 
 log = logging.getLogger("estatewatch.ingest.rejects")
 REJECTS_MEASUREMENT = "ingest_rejects"
@@ -49,11 +49,10 @@ class Source:
     def key(self) -> str:
         return f"{self.site}/{self.device_type}/{self.device_id}" if self.device_id else f"{self.site}/{UNREGISTERED}"
 
-    def tags(self) -> str:
-        tags = f",site={escape_key(self.site)}"
-        if self.device_id and self.device_type:
-            tags = f",device_id={escape_key(self.device_id)},device_type={self.device_type.value}" + tags
-        return tags
+    def tags(self) -> dict[str, str | None]:
+        known = bool(self.device_id and self.device_type)
+        return {"site": self.site, "device_id": self.device_id if known else None,
+                "device_type": self.device_type.value if known and self.device_type else None}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,12 +157,11 @@ class RejectCounts:
         return waiter
 
     def lines(self, pending: dict[tuple[Source, str], int]) -> list[str]:
-        worker = escape_key(self.worker)
         return [
-            f"{COUNTS_MEASUREMENT}{source.tags()},reason={escape_key(reason)},worker={worker} count={n}i "
-            f"{self.stamps.next_ns()}"
+            line(COUNTS_MEASUREMENT, {**source.tags(), "reason": reason, "worker": self.worker}, {"count": n},
+                 self.stamps.next_ns())
             for (source, reason), n in pending.items()
-        ]
+        ]  # fmt: skip
 
     async def flush(self) -> None:
         if not self._pending:
@@ -245,13 +243,10 @@ class RejectBook:
         kept = letter.kept()
         text = kept.get("payload") or kept.get("payload_base64") or ""
         encoding = "utf-8" if "payload" in kept else "base64"
-        return (
-            f"{REJECTS_MEASUREMENT}{source.tags()},reason={escape_key(reason)},worker={escape_key(self.worker)} "
-            f"topic={escape_string(letter.topic[:512])},detail={escape_string(detail[:500])},"
-            f"payload_bytes={letter.size}i,"
-            f"payload={escape_string(str(text))},payload_encoding={escape_string(encoding)} "
-            f"{self.counts.stamps.next_ns()}"
-        )
+        fields: dict[str, object] = {"topic": letter.topic[:512], "detail": detail[:500], "payload_bytes": letter.size,
+                                     "payload": str(text), "payload_encoding": encoding}  # fmt: skip
+        tags = {**source.tags(), "reason": reason, "worker": self.worker}
+        return line(REJECTS_MEASUREMENT, tags, fields, self.counts.stamps.next_ns())
 
     def sweep(self) -> None:
         """Final reports of minutes that are over (called every count flush)."""

@@ -10,9 +10,9 @@ import asyncio
 import logging
 import time
 
-from ingest.lines import escape_key
 from ingest.metrics import IngestMetrics
 from store.influx import Influx, InfluxError
+from store.series import line
 
 log = logging.getLogger("estatewatch.ingest.selfstats")
 STATS_MEASUREMENT = "ingest_stats"
@@ -56,17 +56,18 @@ class SelfStats:
         totals = self._totals()
         delta = {k: totals.get(k, 0.0) - self._last.get(k, 0.0) for k in totals}
         self._last = totals
-        fields = {k: f"{int(delta.get(k, 0))}i" for k in (n for n, _, _ in _COUNTERS) if not k.endswith("_seconds")}
-        fields["rate"] = f"{delta.get('messages', 0.0) / self.period_s:.3f}"
+        # Counts are integers and means floats, every time: one type per field, or InfluxDB refuses.
+        fields: dict[str, object] = {k: int(delta.get(k, 0)) for k in (n for n, _, _ in _COUNTERS)
+                                     if not k.endswith("_seconds")}  # fmt: skip
+        fields["rate"] = round(float(delta.get("messages", 0.0)) / self.period_s, 3)
         for what in ("write", "ack"):
             count = delta.get(f"{what}s", 0.0)
-            fields[f"{what}_mean_s"] = f"{delta.get(f'{what}_seconds', 0.0) / count if count else 0.0:.6f}"
+            fields[f"{what}_mean_s"] = round(float(delta.get(f"{what}_seconds", 0.0)) / count if count else 0.0, 6)
         sample = self.metrics.registry.get_sample_value
-        fields["spool_bytes"] = f"{int(sample('ingest_spool_bytes') or 0)}i"
-        fields["inflight"] = f"{int(sample('ingest_inflight_messages') or 0)}i"
-        fields["connected"] = f"{int(sample('ingest_mqtt_connected') or 0)}i"
-        body = ",".join(f"{k}={v}" for k, v in sorted(fields.items()))
-        return f"{STATS_MEASUREMENT},worker={escape_key(self.worker)} {body} {now_ms}"
+        fields["spool_bytes"] = int(sample("ingest_spool_bytes") or 0)
+        fields["inflight"] = int(sample("ingest_inflight_messages") or 0)
+        fields["connected"] = int(sample("ingest_mqtt_connected") or 0)
+        return line(STATS_MEASUREMENT, {"worker": self.worker}, dict(sorted(fields.items())), now_ms)
 
     async def run_forever(self) -> None:
         while True:

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from devices.alerts import SEVERITIES
-from devices.topics import alerts_topic
+from devices.topics import ESTATE_GRID, alerts_topic
 from store.outbox import Item
 from store.series import line
 
@@ -17,7 +17,6 @@ MQTT_CHANNEL = "mqtt"
 INFLUX_CHANNEL = "influx"
 ALERTS_MEASUREMENT = "alerts"
 OPEN_MEASUREMENT = "alerts_open"
-ESTATE_GRID = "_estate"  # the grid tag of alerts no grid owns (radios, estate-wide rules)
 
 
 def mirror_line(alert: "AlertView", action: str, ts_ms: int) -> str:

@@ -16,6 +16,7 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from devices.alerts import EVIDENCE_KEPT, Action, Alert, Severity, State, severity_rank
+from devices.topics import ESTATE_GRID
 from store.alert_copies import copies
 from store.outbox import Item, Outbox
 from store.registry.db import Registry
@@ -329,8 +330,6 @@ class AlertStore:
 
     async def open_counts(self, site: str) -> dict[tuple[str, str, str, str], int]:
         """Alerts not resolved, by (rule, grid, severity, state)."""
-        from store.alert_copies import ESTATE_GRID
-
         async with self.registry.session() as s:
             rows = await s.execute(
                 select(AlertRow.rule, AlertRow.grid_id, AlertRow.severity, AlertRow.state, func.count())

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devices.topics import ROOT, device_root
+
 # Mosquitto 2.0 hashes with PBKDF2-SHA512, 101 rounds, a 12-byte salt (what mosquitto_ctrl writes).
 _ITERATIONS = 101
 
@@ -98,7 +100,7 @@ def device_username(site: str, device_id: str) -> str:
 def device_role(site: str, device_type: str, device_id: str) -> Role:
     """One role per device (Mosquitto 2.0's dynsec has no %c/%u placeholders): publish under its own
     topics only, never to its own command topic (only the platform commands it), subscribe to that."""
-    own = f"estate/v1/{site}/{device_type}/{device_id}"
+    own = device_root(site, device_type, device_id)
     return Role(
         f"device.{site}.{device_id}",
         (
@@ -132,9 +134,9 @@ DYNSEC_ADMIN_ROLE = Role(
 )
 # Platform services read every device topic (also through shared subscriptions) and publish
 # dead letters, alerts and device commands; they are trusted parts of the platform.
-SERVICE_ROLE = Role("service", _access("estate/v1/#", "$share/+/estate/v1/#", "$SYS/#", publish=("estate/v1/#",)))
+SERVICE_ROLE = Role("service", _access(f"{ROOT}/#", f"$share/+/{ROOT}/#", "$SYS/#", publish=(f"{ROOT}/#",)))
 # The simulator plays every device; per-device credentials are for real devices.
-SIMULATOR_ROLE = Role("simulator", _access("estate/v1/+/+/+/command", publish=("estate/v1/#",)))
+SIMULATOR_ROLE = Role("simulator", _access(f"{ROOT}/+/+/+/command", publish=(f"{ROOT}/#",)))
 
 
 # Lets a container healthcheck see that the broker answers, and nothing else.

@@ -44,3 +44,29 @@ def test_imports_go_one_way(package: str) -> None:
             if not any(module == a or module.startswith(a + ".") for a in allowed):
                 wrong.append(f"{path.relative_to(ROOT)} imports {module}")
     assert not wrong, "\n".join(wrong)
+
+
+def _strings(path: Path) -> list[tuple[int, str]]:
+    """String constants of a module that are not docstrings (f-strings' literal parts included)."""
+    tree = ast.parse(path.read_text())
+    docs = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)
+    }  # fmt: skip
+    return [(n.lineno, n.value) for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs]  # fmt: skip
+
+
+def test_topics_are_built_only_by_the_vocabulary() -> None:
+    """Every topic comes from devices/topics.py, so a change of layout is made in one place."""
+    wrong = [
+        f"{path.relative_to(ROOT)}:{line}: {text!r}"
+        for package in PACKAGES
+        if package != "devices"
+        for path in sorted((ROOT / package).rglob("*.py"))
+        for line, text in _strings(path)
+        if "estate/v1" in text
+    ]
+    assert not wrong, "\n".join(wrong)

@@ -54,7 +54,8 @@ async def test_reject_counts_aggregate_and_settle_once_stored() -> None:
     await asyncio.wait_for(handed.wait(), 5)
     [entry] = submitted
     assert entry.rp == "rejects" and len(entry.lines) == 2
-    assert entry.lines[0].startswith("ingest_reject_counts,device_id=smk-1,device_type=smoke_sensor,site=s,")
+    tags = "device_id=smk-1,device_type=smoke_sensor,reason=bad_json,site=s,worker=w1"
+    assert entry.lines[0].startswith(f"ingest_reject_counts,{tags} ")
     assert " count=3i " in entry.lines[0] and ",device_id" not in entry.lines[1]
     assert not any(w.done() for w in waiters)  # not before the point is stored
     entry.settle(Outcome.STORED)
