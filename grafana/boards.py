@@ -6,7 +6,7 @@ run each one against a real InfluxDB holding a simulated estate day.
 from typing import Any
 
 from devices.catalog import CATALOG
-from devices.types import Channel
+from devices.types import Channel, DeviceType
 from grafana.model import (
     BUILDING,
     GRID,
@@ -17,13 +17,28 @@ from grafana.model import (
     alert_annotation,
     dashboard,
 )
-from store.series import measurement
+from store.alert_copies import OPEN_PERIOD_S
+from store.series import COMPLETENESS_PERIOD_S, STATS_PERIOD_S, measurement
 
 B = f"{SITE} AND {BUILDING} AND $timeFilter"  # building-scoped devices
 Z = f"{SITE} AND {GRID} AND $timeFilter"  # zone devices (parking, fire lanes) by grid
 S = f"{SITE} AND $timeFilter"  # estate-wide devices (radios, gates) and the platform
 PER = "time($__interval)"
 TELEMETRY = "/^(" + "|".join(sorted(measurement(t, Channel.TELEMETRY) for t in CATALOG)) + ")$/"
+
+
+def every_bucket_holds_each(period_s: float) -> str:
+    """A panel's minimum interval when it sums levels across series that each come every
+    ``period_s``: twice that, so every full bucket holds at least one point of every series. A
+    finer one (Grafana's 5 s at a 1 h span) sums only the series that happened to report in each
+    bucket, and draws dips and spikes that are not there (tests/grafana/test_sums.py)."""
+    return f"{int(2 * period_s)}s"
+
+
+def level_interval(*types: DeviceType) -> str:
+    """The minimum interval for a sum across devices of these types, from the catalog's reporting
+    intervals (a device whose registry interval is longer than its type's needs a longer one)."""
+    return every_bucket_holds_each(max(CATALOG[t].interval_s for t in types))
 
 
 def _events(measurement: str, event_type: str, where: str, group: str = "") -> str:
@@ -33,10 +48,11 @@ def _events(measurement: str, event_type: str, where: str, group: str = "") -> s
 
 def _summed_means(measurement: str, field: str, where: str, per: str, inner: str) -> str:
     """Per interval, the mean of each series summed over ``per``: load that does not grow with the
-    number of readings in an interval."""
+    number of readings in an interval. The outer query repeats the time filter: without one,
+    InfluxDB 1.x fills the outer buckets up to now (a week-old span at 5 s: millions of empty ones)."""
     return (
         f'SELECT sum("v") FROM (SELECT mean("{field}") AS "v" FROM "{measurement}" WHERE {where} '
-        f"GROUP BY {PER}, {inner}) GROUP BY {PER}{', ' + per if per else ''}"
+        f"GROUP BY {PER}, {inner}) WHERE $timeFilter GROUP BY {PER}{', ' + per if per else ''}"
     )
 
 
@@ -96,6 +112,7 @@ def overview() -> dict[str, Any]:
                 [Query(_summed_means("ev_charger", "power_w", B, "", '"device_id", "port"'), alias="charging")],
                 unit="watt",
                 width=16,
+                interval=level_interval(DeviceType.EV_CHARGER),
             ),
             Panel(
                 "stat",
@@ -148,11 +165,11 @@ def charging() -> dict[str, Any]:
             Panel("timeseries", "Charging load per building",
                   [Query(_summed_means("ev_charger", "power_w", B, '"building"', '"device_id", "port", "building"'),
                          alias="$tag_building")],
-                  unit="watt", width=12, options=LEGEND_TABLE),
+                  unit="watt", width=12, options=LEGEND_TABLE, interval=level_interval(DeviceType.EV_CHARGER)),
             Panel("timeseries", "Load per pile",
                   [Query(_summed_means("ev_charger", "power_w", B, '"device_id"', '"device_id", "port"'),
                          alias="$tag_device_id")],
-                  unit="watt", width=12, options=LEGEND_TABLE),
+                  unit="watt", width=12, options=LEGEND_TABLE, interval=level_interval(DeviceType.EV_CHARGER)),
             Panel("timeseries", "Sessions started and stopped",
                   [Query(_events("ev_charger_event", "session_start", B), alias="started"),
                    Query(_events("ev_charger_event", "session_stop", B), alias="stopped")],
@@ -262,9 +279,9 @@ def parking() -> dict[str, Any]:
                   width=24, height=8),
             Panel("timeseries", "Occupied spaces per zone",
                   [Query(f'SELECT count("v") FROM (SELECT last("occupied") AS "v" FROM "space_sensor" WHERE {Z} '
-                         f'GROUP BY {PER}, "device_id", "zone" fill(previous)) WHERE "v" = true '
+                         f'GROUP BY {PER}, "device_id", "zone" fill(previous)) WHERE "v" = true AND $timeFilter '
                          f'GROUP BY {PER}, "zone"', alias="$tag_zone")],
-                  width=12),
+                  width=12, interval=level_interval(DeviceType.SPACE_SENSOR)),
             Panel("timeseries", "Vehicles in and out",
                   [Query(f'SELECT count("plate") FROM "vehicle_gate_event" WHERE "event_type" = \'plate_read\' '
                          f"AND \"direction\" = '{d}' AND {S} GROUP BY {PER} fill(0)", alias=d)
@@ -348,7 +365,7 @@ def device_health() -> dict[str, Any]:
             Panel("timeseries", "Readings missing (seq gaps), by type",
                   [Query(f'SELECT sum("missing") FROM "ingest_completeness" WHERE {S} GROUP BY {PER}, "device_type" '
                          f"fill(0)", alias="$tag_device_type")],
-                  width=12),
+                  width=12, interval=every_bucket_holds_each(COMPLETENESS_PERIOD_S)),
             Panel("table", "Devices with the most gaps",
                   [Query(f'SELECT top("missing", "device_id", 20) FROM "ingest_completeness" WHERE {S}',
                          format="table")],
@@ -356,7 +373,7 @@ def device_health() -> dict[str, Any]:
             Panel("timeseries", "Completeness, by type",
                   [Query(f'SELECT sum("received") / sum("expected") FROM "ingest_completeness" WHERE {S} '
                          f'GROUP BY {PER}, "device_type"', alias="$tag_device_type")],
-                  unit="percentunit", width=12),
+                  unit="percentunit", width=12, interval=every_bucket_holds_each(COMPLETENESS_PERIOD_S)),
         ],
         description="Silent and offline devices, batteries, and gaps in what devices sent.",
         tags=["health"],
@@ -380,8 +397,8 @@ def alerts() -> dict[str, Any]:
             Panel("timeseries", "Open alerts per grid",
                   [Query(f'SELECT sum("v") FROM (SELECT last("open") + last("acknowledged") AS "v" FROM '
                          f'"alerts_open" WHERE {SITE} AND {GRID} AND $timeFilter GROUP BY {PER}, "rule", "grid") '
-                         f'GROUP BY {PER}, "grid"', alias="$tag_grid")],
-                  width=12),
+                         f'WHERE $timeFilter GROUP BY {PER}, "grid"', alias="$tag_grid")],
+                  width=12, interval=every_bucket_holds_each(OPEN_PERIOD_S)),
             Panel("bargauge", "Alert changes by rule",
                   [Query(f'SELECT count("alert_id") FROM "alerts" WHERE {SITE} AND {GRID} AND $timeFilter '
                          f'GROUP BY "rule"', alias="$tag_rule")],
@@ -405,8 +422,8 @@ def platform() -> dict[str, Any]:
         [
             Panel("timeseries", "Ingest rate (messages/s, all workers)",
                   [Query(f'SELECT sum("r") FROM (SELECT mean("rate") AS "r" FROM "ingest_stats" WHERE $timeFilter '
-                         f'GROUP BY {PER}, "worker") GROUP BY {PER}', alias="messages/s")],
-                  unit="reqps", width=12),
+                         f'GROUP BY {PER}, "worker") WHERE $timeFilter GROUP BY {PER}', alias="messages/s")],
+                  unit="reqps", width=12, interval=every_bucket_holds_each(STATS_PERIOD_S)),
             Panel("timeseries", "Batch write and acknowledgement latency (mean)",
                   [Query(f'SELECT mean("write_mean_s") FROM "ingest_stats" WHERE $timeFilter GROUP BY {PER}',
                          alias="InfluxDB write"),

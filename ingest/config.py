@@ -7,6 +7,7 @@ from pydantic import Field
 
 from ingest.admission import AdmissionSettings
 from store.retention import DURATION_PATTERN
+from store.series import COMPLETENESS_PERIOD_S, STATS_PERIOD_S
 
 
 class IngestSettings(AdmissionSettings):
@@ -40,8 +41,12 @@ class IngestSettings(AdmissionSettings):
     ingest_metrics_port: int = Field(9102, ge=0, le=65_535, description="/metrics and /healthz port (0: none)")
     ingest_metrics_host: str = Field("127.0.0.1", description="address the metrics port binds")
     ingest_gzip: str = Field("auto", pattern=r"^(auto|on|off)$", description="gzip writes: auto = off on loopback")
-    ingest_completeness_s: int = Field(60, ge=0, description="ingest_completeness period, s (0: off)")
-    ingest_stats_s: float = Field(10.0, ge=0, le=3600, description="period of the ingest_stats points, s (0: off)")
+    ingest_completeness_s: int = Field(
+        COMPLETENESS_PERIOD_S, ge=0, description="ingest_completeness period, s (0: off)"
+    )
+    ingest_stats_s: float = Field(
+        float(STATS_PERIOD_S), ge=0, le=3600, description="period of the ingest_stats points, s (0: off)"
+    )
     ingest_reject_budget_per_min: int = Field(
         60,
         ge=1,

@@ -6,6 +6,7 @@ from pathlib import Path
 from pydantic import Field
 
 from runtime.settings import Settings
+from store.alert_copies import OPEN_PERIOD_S
 
 
 class RulesSettings(Settings):
@@ -29,7 +30,9 @@ class RulesSettings(Settings):
         60.0, gt=0, description="how often weeks of plate state are checkpointed to the registry"
     )
     rules_open_counts_s: float = Field(
-        60.0, ge=0, description="period of the alerts_open points (open alerts per rule and grid), s (0: off)"
+        float(OPEN_PERIOD_S),
+        ge=0,
+        description="period of the alerts_open points (open alerts per rule and grid), s (0: off)",
     )
     rules_settings_poll_s: float = Field(
         10.0, gt=0, le=3600, description="how often run-time settings (API: whitelist, permits, rosters) are checked"

@@ -17,6 +17,7 @@ MQTT_CHANNEL = "mqtt"
 INFLUX_CHANNEL = "influx"
 ALERTS_MEASUREMENT = "alerts"
 OPEN_MEASUREMENT = "alerts_open"
+OPEN_PERIOD_S = 60  # alerts_open's default period (the rules service's rules_open_counts_s)
 
 
 def mirror_line(alert: "AlertView", action: str, ts_ms: int) -> str:

@@ -50,7 +50,24 @@ def expand(
 
 def _interval_ms(interval: str) -> int:
     number, unit = int(interval[:-1]), interval[-1]
-    return number * {"s": 1000, "m": 60_000, "h": 3_600_000}[unit]
+    return number * {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}[unit]
+
+
+# Grafana's roundInterval (packages/grafana-data/src/datetime/rangeutil.ts): (below, rounded to), ms.
+_ROUNDING = [(15, 10), (35, 20), (75, 50), (150, 100), (350, 200), (750, 500), (1500, 1000), (3500, 2000),
+             (7500, 5000), (12500, 10000), (17500, 15000), (25000, 20000), (45000, 30000), (90000, 60000),
+             (210000, 120000), (450000, 300000), (750000, 600000), (1050000, 900000), (1500000, 1200000),
+             (2700000, 1800000), (5400000, 3600000), (9000000, 7200000), (16200000, 10800000),
+             (32400000, 21600000), (86400000, 43200000), (604800000, 86400000), (1814400000, 604800000),
+             (3628800000, 2592000000)]  # fmt: skip
+
+
+def grafana_interval_ms(span_ms: int, min_interval: str | None = None, max_data_points: int = 1000) -> int:
+    """``$__interval`` as Grafana computes it: the span over the data points, rounded, and never
+    below the panel's minimum interval (calculateInterval)."""
+    raw = span_ms / max_data_points
+    rounded = next((to for below, to in _ROUNDING if raw < below), 31_536_000_000)
+    return max(rounded, _interval_ms(min_interval) if min_interval else 0)
 
 
 @dataclass(frozen=True)
