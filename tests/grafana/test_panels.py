@@ -4,7 +4,10 @@ not play in two hours, sent as the devices would send them."""
 
 import asyncio
 import datetime as dt
+import json
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +24,7 @@ from store.alert_copies import mirror_line
 from store.alerts import AlertStore
 from store.influx import Influx
 from store.registry.db import Registry
-from tests.support.grafana import ALL, PanelQuery, expand, panel_queries, variables
+from tests.support.grafana import ALL, PanelQuery, expand, grafana_interval_ms, panel_queries, variables
 from tests.support.http_recorder import http_recorder
 from tests.support.ingest import IngestProcess, eventually, ingest_env, load_registry
 from tests.support.pipeline import simulate
@@ -29,6 +32,7 @@ from tests.support.rules import Device, rules_settings
 from tests.support.servers import Broker, InfluxServer, start_broker
 
 SIM_SECONDS, SPEED = 30, 240  # two simulated hours of an evening
+MAX_DATA_POINTS = 1000  # Grafana's default for a panel about as wide as the screen
 BOARD_JSON = {name: make() for name, make in BOARDS.items()}
 QUERIES = [q for board in BOARD_JSON.values() for q in panel_queries(board)]
 
@@ -145,13 +149,27 @@ def day(influxd: InfluxServer, small: Estate, tmp_path_factory: pytest.TempPathF
         broker.stop()
 
 
-def _run(day: Day, q: PanelQuery, values: dict[str, object]) -> list[dict[str, Any]]:
+def _sql(day: Day, q: PanelQuery, values: dict[str, object]) -> str:
+    """The query as Grafana sends it for the day's span: its interval, the panel's minimum honoured."""
     board = next(b for b in BOARD_JSON.values() if b["title"] == q.board)
-    sql = expand(
-        q.query, from_ms=day.from_ms, to_ms=day.to_ms, interval=q.interval or "1m", values=values,
+    interval_ms = grafana_interval_ms(day.to_ms - day.from_ms, q.interval, MAX_DATA_POINTS)
+    return expand(
+        q.query, from_ms=day.from_ms, to_ms=day.to_ms, interval=f"{interval_ms // 1000}s", values=values,
         variables=variables(board),
     )  # fmt: skip
-    return day.influxd.query(day.db, sql)
+
+
+def _run(day: Day, q: PanelQuery, values: dict[str, object]) -> list[dict[str, Any]]:
+    return day.influxd.query(day.db, _sql(day, q, values))
+
+
+def _series_lengths(day: Day, sql: str) -> list[int]:
+    """Rows per series of the answer, as Grafana receives them."""
+    data = urllib.parse.urlencode({"db": day.db, "q": sql, "epoch": "ms"}).encode()
+    with urllib.request.urlopen(f"{day.influxd.url}/query", data=data, timeout=60) as r:
+        result = json.load(r)["results"][0]
+    assert "error" not in result, result
+    return [len(s["values"]) for s in result.get("series", [])]
 
 
 @pytest.mark.slow
@@ -166,3 +184,12 @@ def test_every_panel_query_returns_data(day: Day, q: PanelQuery) -> None:
 def test_every_panel_query_runs_with_one_building_and_grid_chosen(day: Day, q: PanelQuery) -> None:
     building = day.estate.buildings[0]
     _run(day, q, {"site": day.estate.site.id, "building": [building.id], "grid": building.grid})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("q", QUERIES, ids=[q.label for q in QUERIES])
+def test_every_panel_returns_no_more_than_it_can_draw(day: Day, q: PanelQuery) -> None:
+    """A series never holds more than twice Grafana's data points: the rest would be work for
+    InfluxDB, the network and the browser that no pixel shows."""
+    lengths = _series_lengths(day, _sql(day, q, {"site": day.estate.site.id, "building": ALL, "grid": ALL}))
+    assert max(lengths, default=0) <= 2 * MAX_DATA_POINTS, f"{q.label}: {max(lengths)} rows in one series"
