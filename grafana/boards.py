@@ -277,9 +277,12 @@ def parking() -> dict[str, Any]:
                   [Query(f'SELECT last("occupied") FROM "space_sensor" WHERE {Z} AND "zone" =~ /^fl-/ '
                          f'GROUP BY {PER}, "zone", "device_id" fill(previous)', alias="$tag_device_id")],
                   width=24, height=8),
+            # No fill(previous) inside: the minimum interval already gives every sensor a reading in
+            # each bucket, and InfluxDB 1.6 answers an outer aggregate over a fill(previous)
+            # subquery with one row per inner series (13,024 rows for 379 buckets, measured).
             Panel("timeseries", "Occupied spaces per zone",
                   [Query(f'SELECT count("v") FROM (SELECT last("occupied") AS "v" FROM "space_sensor" WHERE {Z} '
-                         f'GROUP BY {PER}, "device_id", "zone" fill(previous)) WHERE "v" = true AND $timeFilter '
+                         f'GROUP BY {PER}, "device_id", "zone") WHERE "v" = true AND $timeFilter '
                          f'GROUP BY {PER}, "zone"', alias="$tag_zone")],
                   width=12, interval=level_interval(DeviceType.SPACE_SENSOR)),
             Panel("timeseries", "Vehicles in and out",

@@ -1,4 +1,4 @@
-"""Panels that add up levels across devices (charging load) or workers (ingest rate) draw the true
+"""Panels that add up levels across devices (charging load, occupied spaces) or workers (ingest rate) draw the true
 total in every bucket, whatever interval Grafana picks: devices with known, different reporting
 intervals and known constant values, on a real InfluxDB, queried at 5 s to 1 d as Grafana would
 (its rounding of span / max data points, then the panel's minimum interval)."""
@@ -28,6 +28,10 @@ PORTS = [
     ("evc-3", "1", "b002", 2200.0, CHARGER_S // 2),
     ("evc-3", "2", "b002", 150.0, CHARGER_S // 4),
 ]
+SPACE_S = CATALOG[DeviceType.SPACE_SENSOR].interval_s
+# (device, zone, occupied, reporting interval s)
+SPACES = [("sp-1", "pk-a", True, SPACE_S), ("sp-2", "pk-a", True, SPACE_S // 2), ("sp-3", "pk-a", False, SPACE_S),
+          ("sp-4", "fl-01", True, SPACE_S * 3 // 4), ("sp-5", "fl-01", False, SPACE_S // 4)]  # fmt: skip
 WORKERS = [("ingest-a", 4100.0), ("ingest-b", 3900.0), ("ingest-c", 250.0)]
 REQUESTED_S = [5, 10, 60, 300, 3600, 86_400]
 
@@ -57,6 +61,9 @@ def _lines() -> list[str]:
     for device, port, building, watts, every in PORTS:
         tags = f"ev_charger,site={SITE},building={building},device_id={device},device_type=ev_charger,port={port}"
         lines += [f"{tags} power_w={watts} {t}" for t in _times(rng, every, start, end)]
+    for device, zone, occupied, every in SPACES:
+        tags = f"space_sensor,site={SITE},grid=g01,zone={zone},device_id={device},device_type=space_sensor"
+        lines += [f"{tags} occupied={str(occupied).lower()} {t}" for t in _times(rng, every, start, end)]
     for worker, rate in WORKERS:
         lines += [f"ingest_stats,worker={worker} rate={rate} {t}" for t in _times(rng, STATS_PERIOD_S, start, end)]
     return lines
@@ -65,7 +72,8 @@ def _lines() -> list[str]:
 def _cases() -> list[Case]:
     wanted = {("Charging", "Charging load per building"): "building", ("Charging", "Load per pile"): "device_id",
               ("Estate overview", "Charging load, whole estate"): None,
-              ("Platform", "Ingest rate (messages/s, all workers)"): None}  # fmt: skip
+              ("Platform", "Ingest rate (messages/s, all workers)"): None,
+              ("Parking and fire lanes", "Occupied spaces per zone"): "zone"}  # fmt: skip
     cases = []
     for board in (make() for make in BOARDS.values()):
         for q in panel_queries(board):
@@ -74,6 +82,10 @@ def _cases() -> list[Case]:
             tag = wanted[(q.board, q.panel)]
             if "ingest_stats" in q.query:
                 expected: dict[str | None, float] = {None: sum(r for _, r in WORKERS)}
+            elif "space_sensor" in q.query:
+                expected = {}
+                for _, zone, occupied, _ in SPACES:
+                    expected[zone] = expected.get(zone, 0.0) + occupied
             else:
                 expected = {}
                 for device, _, building, watts, _ in PORTS:

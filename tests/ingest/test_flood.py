@@ -58,6 +58,13 @@ async def test_a_poison_flood_is_counted_once_acknowledged_and_not_redelivered(
 
             assert await eventually(lambda: counted() >= BAD, 20), counted()
             assert counted() == BAD  # every bad message counted once, nothing else rejected
+
+            def settled() -> bool:  # the simulator's last statuses may still be in flight
+                m = worker.metrics()
+                return m["ingest_inflight_messages"] == 0 and _total(m, "ingest_acknowledged_total{") == _total(
+                    m, "ingest_messages_total{")
+
+            assert await eventually(settled, 20)
             metrics = worker.metrics()
             assert _total(metrics, "ingest_rejects_total{") == BAD
             assert metrics['ingest_acknowledged_total{outcome="rejected"}'] == BAD
