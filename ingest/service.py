@@ -22,11 +22,11 @@ from ingest.admission import Admission, Refused, Verdict, current_admission
 from ingest.batcher import Batcher
 from ingest.budget import RejectBudget
 from ingest.completeness import Completeness, SeqTracker
-from ingest.config import IngestSettings
 from ingest.lines import encode, forget_series
 from ingest.metrics import IngestMetrics
 from ingest.rejects import REJECTS_RP, Letter, Notices, QuarantineError, RejectBook, RejectCounts, Source, Stamps
 from ingest.selfstats import SelfStats
+from ingest.settings import IngestSettings
 from ingest.spool import Spool
 from ingest.writer import Entry, Outcome, Writer
 from runtime.health import HealthServer

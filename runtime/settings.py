@@ -83,7 +83,9 @@ class Settings(BaseSettings):
         "http://127.0.0.1:18086", description="InfluxDB v1 HTTP API (user:pass@ in the URL when auth is on)"
     )
     influx_database: str = Field("estate", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="InfluxDB database")
-    estate_file: Path = Field(Path("estates/luedi-south.yaml"), description="the estate YAML file")
+    estate_file: Path = Field(
+        Path("estates/luedi-south.yaml"), description="the estate YAML file", json_schema_extra={"flags": ["--estate"]}
+    )
     run_dir: Path = Field(Path(".run"), description="local stack: config, data, logs and pid files")
     # After run_dir: the default follows it, so two stacks in two run folders have two registries.
     db_url: Annotated[str, AfterValidator(_db_url)] = Field(

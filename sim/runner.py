@@ -59,6 +59,7 @@ class SimOptions:
     # Per-device broker passwords by username ({site}.{device id}); without: every device uses mqtt's user.
     device_passwords: dict[str, str] | None = None
     record: Path | None = None  # JSON lines {"topic", "payload"}: the rules replay format
+    drain_s: float = 10.0  # at the end, how long outstanding PUBACKs may take before devices leave
 
 
 @dataclass
@@ -209,7 +210,7 @@ class Simulator:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self._disconnect_all(flush_s=10.0)
+        await self._disconnect_all(flush_s=self.options.drain_s)
         if self._recorder is not None:
             self._recorder.close()
 

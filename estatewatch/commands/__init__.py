@@ -1,0 +1,1 @@
+"""The subcommands of ``estatewatch``, a module per package they drive."""
