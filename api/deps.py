@@ -1,12 +1,14 @@
-"""Request dependencies: the lifespan's state and the calling principal."""
+"""Request dependencies: the lifespan's state, the calling principal, and the roles a route admits."""
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api.auth import require
 from api.state import ApiState
-from store.tokens import Principal
+from store.tokens import Principal, Role
 
 
 async def get_state(request: Request) -> ApiState:  # async: a sync dependency costs a thread hop
@@ -29,3 +31,21 @@ async def get_principal(
 
 
 Caller = Annotated[Principal, Depends(get_principal)]
+
+
+def _caller_with(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
+    async def allowed(caller: Caller) -> Principal:
+        require(caller, *roles)
+        return caller
+
+    return allowed
+
+
+# Who may call a route, said in its signature (403 before the body is even read).
+AdminCaller = Annotated[Principal, Depends(_caller_with(Role.ADMIN))]
+StaffCaller = Annotated[Principal, Depends(_caller_with(Role.ADMIN, Role.ENGINEER))]
+DeviceOwnerCaller = Annotated[Principal, Depends(_caller_with(Role.ADMIN, Role.VENDOR))]
+AlertsCaller = Annotated[Principal, Depends(_caller_with(Role.ADMIN, Role.ENGINEER, Role.GRID_WORKER))]
+TelemetryCaller = Annotated[
+    Principal, Depends(_caller_with(Role.ADMIN, Role.ENGINEER, Role.VENDOR, Role.GRID_WORKER))
+]

@@ -8,8 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response
 
 from api import device_access
-from api.auth import require
-from api.deps import Caller, State
+from api.deps import Caller, DeviceOwnerCaller, State
 from api.errors import ApiError
 from api.models import (
     ERRORS,
@@ -107,8 +106,7 @@ def _credentials(r: DeviceRecord, password: str) -> Credentials:
     summary="Register a device and create its broker credentials (the password is shown once)",
     responses={409: {"description": "the device exists"}, 422: {"description": "bad body or unknown place"}},
 )
-async def register(body: DeviceIn, state: State, caller: Caller) -> DeviceCreated:
-    require(caller, Role.ADMIN, Role.VENDOR)
+async def register(body: DeviceIn, state: State, caller: DeviceOwnerCaller) -> DeviceCreated:
     vendor = caller.vendor if caller.role is Role.VENDOR else body.vendor
     if caller.role is Role.VENDOR and body.vendor not in (None, caller.vendor):
         raise ApiError(403, "a vendor registers devices as itself", code="forbidden")
@@ -168,8 +166,7 @@ async def get_device(site: Id, device_id: Id, state: State, caller: Caller) -> D
     summary="A new broker password: the old one stops working and the device's live connection is closed at "
     "once (it reconnects with the new one)",
 )
-async def rotate(site: Id, device_id: Id, state: State, caller: Caller) -> Credentials:
-    require(caller, Role.ADMIN, Role.VENDOR)
+async def rotate(site: Id, device_id: Id, state: State, caller: DeviceOwnerCaller) -> Credentials:
     record = await visible_device(state, caller, site, device_id)
     try:
         password = await device_access.rotate(state.broker, site, device_id)
@@ -182,8 +179,7 @@ async def rotate(site: Id, device_id: Id, state: State, caller: Caller) -> Crede
 
 
 @router.patch("/{site}/{device_id}", operation_id="updateDevice", summary="Disable (kicks it) or enable a device")
-async def patch(site: Id, device_id: Id, body: DevicePatch, state: State, caller: Caller) -> DeviceOut:
-    require(caller, Role.ADMIN, Role.VENDOR)
+async def patch(site: Id, device_id: Id, body: DevicePatch, state: State, caller: DeviceOwnerCaller) -> DeviceOut:
     record = await visible_device(state, caller, site, device_id)
     if record.username is not None:
         await device_access.set_enabled(state.broker, site, device_id, body.enabled)
@@ -197,8 +193,7 @@ async def patch(site: Id, device_id: Id, body: DevicePatch, state: State, caller
     operation_id="deleteDevice",
     summary="Delete a device and its broker client (kicks it); its stored readings stay",
 )
-async def delete(site: Id, device_id: Id, state: State, caller: Caller) -> Response:
-    require(caller, Role.ADMIN, Role.VENDOR)
+async def delete(site: Id, device_id: Id, state: State, caller: DeviceOwnerCaller) -> Response:
     await visible_device(state, caller, site, device_id)
     await device_access.remove(state.broker, site, device_id)
     await state.devices.delete(site, device_id)
@@ -213,8 +208,9 @@ async def delete(site: Id, device_id: Id, state: State, caller: Caller) -> Respo
     "admitted ones published on the device's topic (acknowledged by the broker before this answers)",
     responses={422: {"description": "every reading was rejected; detail lists each with ingest's reason"}},
 )
-async def post_readings(site: Id, device_id: Id, body: ReadingsIn, state: State, caller: Caller) -> ReadingsResult:
-    require(caller, Role.ADMIN, Role.VENDOR)
+async def post_readings(
+    site: Id, device_id: Id, body: ReadingsIn, state: State, caller: DeviceOwnerCaller
+) -> ReadingsResult:
     record = await visible_device(state, caller, site, device_id)
     topic = DeviceTopic(site, record.type, device_id, Channel(body.channel))
     admission = await state.admission.get()

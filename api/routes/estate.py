@@ -9,8 +9,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import select
 
-from api.auth import require
-from api.deps import Caller, State
+from api.deps import Caller, StaffCaller, State
 from api.errors import ApiError
 from api.models import ERRORS
 from api.state import ApiState
@@ -167,8 +166,7 @@ async def get_estate(site: Id, state: State, caller: Caller) -> EstateOut:
 
 
 @router.put("/{site}/grids/{grid}/roster", operation_id="setRoster", summary="Replace a grid's roster")
-async def set_roster(site: Id, grid: Id, body: RosterIn, state: State, caller: Caller) -> GridOut:
-    require(caller, Role.ADMIN, Role.ENGINEER)
+async def set_roster(site: Id, grid: Id, body: RosterIn, state: State, caller: StaffCaller) -> GridOut:
     try:
         found = await state.estate.set_roster(site, grid, [s.model_dump(mode="json") for s in body.roster],
                                               caller.actor)  # fmt: skip
@@ -202,8 +200,7 @@ async def _site_exists(state: ApiState, site: str) -> None:
 
 
 @router.get("/{site}/rules", operation_id="getRulesSettings", summary="The run-time rules settings of a site")
-async def get_rules_settings(site: Id, state: State, caller: Caller) -> RulesSettingsOut:
-    require(caller, Role.ADMIN, Role.ENGINEER)
+async def get_rules_settings(site: Id, state: State, caller: StaffCaller) -> RulesSettingsOut:
     await _site_exists(state, site)
     return _settings_out(*await _layer(state, site))
 
@@ -211,7 +208,6 @@ async def get_rules_settings(site: Id, state: State, caller: Caller) -> RulesSet
 async def _update(
     state: ApiState, caller: Principal, site: str, path: tuple[str, ...], value: Any
 ) -> RulesSettingsOut:
-    require(caller, Role.ADMIN, Role.ENGINEER)
     await _site_exists(state, site)
     layer, _, _ = await _layer(state, site)
     node = layer
@@ -224,13 +220,13 @@ async def _update(
 
 @router.put("/{site}/rules/plate-whitelist", operation_id="setPlateWhitelist",
             summary="Plates never counted as blocking a fire lane (added to the rules file's)")
-async def set_whitelist(site: Id, body: WhitelistIn, state: State, caller: Caller) -> RulesSettingsOut:
+async def set_whitelist(site: Id, body: WhitelistIn, state: State, caller: StaffCaller) -> RulesSettingsOut:
     return await _update(state, caller, site, ("rules", "fire_lane", "exempt_plates"), sorted(set(body.plates)))
 
 
 @router.put("/{site}/rules/fire-lane-permits", operation_id="setFireLanePermits",
             summary="Time-limited fire-lane permits (moving day, maintenance vans)")
-async def set_permits(site: Id, body: PermitsIn, state: State, caller: Caller) -> RulesSettingsOut:
+async def set_permits(site: Id, body: PermitsIn, state: State, caller: StaffCaller) -> RulesSettingsOut:
     for p in body.permits:
         if p.start >= p.end or p.start.tzinfo is None:
             message = f"permit for {p.plate}: start must be before end, both with a time zone"
@@ -241,5 +237,5 @@ async def set_permits(site: Id, body: PermitsIn, state: State, caller: Caller) -
 
 @router.put("/{site}/rules/overrides", operation_id="setRuleOverrides",
             summary="Per site, zone, building or device rule settings (added to the rules file's)")
-async def set_overrides(site: Id, body: OverridesIn, state: State, caller: Caller) -> RulesSettingsOut:
+async def set_overrides(site: Id, body: OverridesIn, state: State, caller: StaffCaller) -> RulesSettingsOut:
     return await _update(state, caller, site, ("overrides",), [o.model_dump(mode="json") for o in body.overrides])

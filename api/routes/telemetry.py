@@ -12,8 +12,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from api.auth import require
-from api.deps import Caller, State
+from api.deps import State, TelemetryCaller
 from api.errors import ApiError
 from api.last_values import LastValue
 from api.models import ERRORS
@@ -150,7 +149,7 @@ async def _latest_from_influx(
 )
 async def latest_readings(
     state: State,
-    caller: Caller,
+    caller: TelemetryCaller,
     site: Id,
     type: DeviceType,
     channel: Literal["telemetry", "event"] = "telemetry",
@@ -160,7 +159,6 @@ async def latest_readings(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> Response:
-    require(caller, Role.ADMIN, Role.ENGINEER, Role.VENDOR, Role.GRID_WORKER)
     scope = await _scope(state, caller, site, type, device_id, building)
     try:
         name = measurement_for(type, Channel(channel))
@@ -193,7 +191,7 @@ async def latest_readings(
 )
 async def telemetry_range(
     state: State,
-    caller: Caller,
+    caller: TelemetryCaller,
     site: Id,
     type: DeviceType,
     field: FieldName,
@@ -209,7 +207,6 @@ async def telemetry_range(
     limit: Annotated[int, Query(ge=1, le=500, description="series (groups) per page")] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> Any:
-    require(caller, Role.ADMIN, Role.ENGINEER, Role.VENDOR, Role.GRID_WORKER)
     end = end_ms if end_ms is not None else int(time.time() * 1000)
     start = start_ms if start_ms is not None else end - 86_400_000
     try:

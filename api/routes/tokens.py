@@ -4,8 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
 
-from api.auth import require
-from api.deps import Caller, State
+from api.deps import AdminCaller, State
 from api.errors import ApiError
 from api.models import ERRORS, TokenIn, TokenOut
 from store.tokens import Role, TokenError, TokenInfo, TokenStore
@@ -23,8 +22,7 @@ def _out(info: TokenInfo, token: str | None = None) -> TokenOut:
 
 
 @router.post("", status_code=201, operation_id="createToken", summary="A new token (shown once)")
-async def create_token(body: TokenIn, state: State, caller: Caller) -> TokenOut:
-    require(caller, Role.ADMIN)
+async def create_token(body: TokenIn, state: State, caller: AdminCaller) -> TokenOut:
     store = TokenStore(state.registry)
     try:
         token, principal = await store.create(
@@ -38,14 +36,12 @@ async def create_token(body: TokenIn, state: State, caller: Caller) -> TokenOut:
 
 
 @router.get("", operation_id="listTokens", summary="Tokens that are not revoked, with their expiry and last use")
-async def list_tokens(state: State, caller: Caller) -> list[TokenOut]:
-    require(caller, Role.ADMIN)
+async def list_tokens(state: State, caller: AdminCaller) -> list[TokenOut]:
     return [_out(info) for info in await TokenStore(state.registry).list() if info.revoked_ms is None]
 
 
 @router.delete("/{token_id}", status_code=204, operation_id="revokeToken", summary="Revoke a token")
-async def revoke_token(token_id: TokenId, state: State, caller: Caller) -> Response:
-    require(caller, Role.ADMIN)
+async def revoke_token(token_id: TokenId, state: State, caller: AdminCaller) -> Response:
     if not await TokenStore(state.registry).revoke(token_id):
         raise ApiError(404, f"no active token {token_id!r}")
     state.auth.forget()
