@@ -43,7 +43,7 @@ from store.alerts import AlertStore, AlertView
 from store.checkpoints import Checkpoints
 from store.estate_settings import RULES_KEY, EstateSettings
 from store.influx import Influx, InfluxError
-from store.outbox import Item
+from store.outbox import Item, Outgoing
 from store.registry.db import Registry, devices_version
 
 log = logging.getLogger("estatewatch.rules")
@@ -293,9 +293,27 @@ class RulesService(StreamService):
         try:
             await self.influx.write("\n".join(i.message["line"] for i in due).encode(), precision="ns")
         except InfluxError as exc:
+            if exc.status == 400:  # a line InfluxDB refuses would hold back every line after it
+                await self._write_one_by_one(due)
+                return
             await self.store.outbox.retry_later([i.id for i in due], 2.0, str(exc))
             raise
         await self.store.outbox.settle([i.id for i in due], "sent")
+
+    async def _write_one_by_one(self, due: list[Outgoing]) -> None:
+        """InfluxDB 1.x stores the good lines of a refused batch, 2.x none: write each alone, and
+        give up only on the lines refused alone (logged with InfluxDB's reason), not on the rest."""
+        for item in due:
+            try:
+                await self.influx.write(item.message["line"].encode(), precision="ns")
+            except InfluxError as exc:
+                if exc.status != 400:
+                    raise  # away again: this and the rest stay pending
+                log.error("InfluxDB refuses an alert line for good: %s (%s)", exc.body[:300],
+                          item.message["line"][:300])  # fmt: skip
+                await self.store.outbox.settle([item.id], "failed", exc.body[:500])
+                continue
+            await self.store.outbox.settle([item.id], "sent")
 
     async def _connect(self) -> None:
         s = self.settings

@@ -23,7 +23,7 @@ from store.registry.db import Registry
 from tests.support import mqtt
 from tests.support import rules as support_rules
 from tests.support.http_recorder import Recorder, http_recorder
-from tests.support.ingest import IngestProcess, eventually
+from tests.support.ingest import IngestProcess, eventually, until
 from tests.support.pipeline import simulate
 from tests.support.rules import Device
 from tests.support.servers import Broker, InfluxServer
@@ -333,3 +333,39 @@ async def test_a_registered_device_that_never_sends_is_silent_and_stays_so_after
         async with Registry(registry_url) as reg:
             await DeviceAdmin(reg).set_enabled("small", "smk-quiet-1", False)
         assert await until_listed(False), "a disabled device is no longer expected"
+
+
+async def test_an_alert_line_influxdb_refuses_does_not_hold_back_the_others(
+    rules_settings: Callable[..., RulesSettings], influxd: InfluxServer, influx_db: str, registry_url: str
+) -> None:
+    """The InfluxDB copies go in batches, in order: one line refused for good (a field of another
+    type in the same shard) is set aside as failed, and the lines queued after it are written."""
+    from devices.alerts import Alert
+    from store.alert_copies import INFLUX_CHANNEL
+    from store.influx import Influx
+
+    async with Influx(influxd.url, influx_db) as influx:  # ack_s as text, in the acknowledgement's shard
+        await influx.write(f'alerts,site=small ack_s="not a number" {time.time_ns()}'.encode(), precision="ns")
+
+    def fire(subject: str) -> Alert:
+        return Alert.from_json({"rule": "fire", "subject": subject, "site": "small", "severity": "critical",
+                                "title": f"Fire {subject}", "first_ts": 1000, "last_ts": 1000, "grid": "g01",
+                                "building": "b001", "unit": "b001-u1", "zone": None, "recipients": [],
+                                "evidence": []})  # fmt: skip
+
+    async with Registry(registry_url) as reg:
+        store = AlertStore(reg)
+        first = await store.apply("opened", 1000, fire("smk-a"))
+        assert first is not None
+        await store.acknowledge(first.alert.id, "worker")  # its line carries ack_s: refused
+        await store.apply("opened", 1000, fire("smk-b"))
+
+        async def settled() -> bool:
+            return all(state != "pending" for _, state, _ in await store.outbox.listing(INFLUX_CHANNEL))
+
+        async with running(rules_settings()):
+            assert await until(settled, 20)
+        states = sorted((key.split(":")[1], state) for key, state, _ in await store.outbox.listing(INFLUX_CHANNEL))
+    assert states == [("acknowledged", "failed"), ("opened", "sent"), ("opened", "sent")], states
+    opened = influxd.query(influx_db, 'SELECT "subject" FROM "alerts" WHERE "action" = \'opened\'')
+    assert {r["subject"] for r in opened} == {"smk-a", "smk-b"}
