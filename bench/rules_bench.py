@@ -38,7 +38,8 @@ from devices.types import Channel, DeviceType
 from rules.config import RulesConfig
 from rules.engine import Engine
 from runtime.settings import Settings, parse_mqtt_url
-from sim.behaviours import Fleet, behaviour_for
+from sim.behaviour import Fleet
+from sim.behaviours import behaviour_for
 from stack.local import LocalStack
 from stack.procs import free_port, free_port_pair
 

@@ -5,10 +5,8 @@ run each one against a real InfluxDB holding a simulated estate day.
 
 from typing import Any
 
-from devices.catalog import CATALOG
-from devices.types import Channel, DeviceType
+from devices.types import DeviceType
 from grafana.model import (
-    BUILDING,
     GRID,
     SITE,
     SITE_VAR,
@@ -17,58 +15,22 @@ from grafana.model import (
     alert_annotation,
     dashboard,
 )
+from grafana.queries import (
+    HIDE_TIME,
+    LEGEND_TABLE,
+    PER,
+    TELEMETRY,
+    B,
+    S,
+    Z,
+    count_last,
+    events,
+    every_bucket_holds_each,
+    level_interval,
+    summed_means,
+)
 from store.alert_copies import OPEN_PERIOD_S
-from store.series import COMPLETENESS_PERIOD_S, STATS_PERIOD_S, measurement
-
-B = f"{SITE} AND {BUILDING} AND $timeFilter"  # building-scoped devices
-Z = f"{SITE} AND {GRID} AND $timeFilter"  # zone devices (parking, fire lanes) by grid
-S = f"{SITE} AND $timeFilter"  # estate-wide devices (radios, gates) and the platform
-PER = "time($__interval)"
-TELEMETRY = "/^(" + "|".join(sorted(measurement(t, Channel.TELEMETRY) for t in CATALOG)) + ")$/"
-
-
-def every_bucket_holds_each(period_s: float) -> str:
-    """A panel's minimum interval when it sums levels across series that each come every
-    ``period_s``: twice that, so every full bucket holds at least one point of every series. A
-    finer one (Grafana's 5 s at a 1 h span) sums only the series that happened to report in each
-    bucket, and draws dips and spikes that are not there (tests/grafana/test_sums.py)."""
-    return f"{int(2 * period_s)}s"
-
-
-def level_interval(*types: DeviceType) -> str:
-    """The minimum interval for a sum across devices of these types, from the catalog's reporting
-    intervals (a device whose registry interval is longer than its type's needs a longer one)."""
-    return every_bucket_holds_each(max(CATALOG[t].interval_s for t in types))
-
-
-def _events(measurement: str, event_type: str, where: str, group: str = "") -> str:
-    by = f"GROUP BY {PER}{', ' + group if group else ''} fill(0)"
-    return f'SELECT count("seq") FROM "{measurement}" WHERE "event_type" = \'{event_type}\' AND {where} {by}'
-
-
-def _summed_means(measurement: str, field: str, where: str, per: str, inner: str) -> str:
-    """Per interval, the mean of each series summed over ``per``: load that does not grow with the
-    number of readings in an interval. The outer query repeats the time filter: without one,
-    InfluxDB 1.x fills the outer buckets up to now (a week-old span at 5 s: millions of empty ones)."""
-    return (
-        f'SELECT sum("v") FROM (SELECT mean("{field}") AS "v" FROM "{measurement}" WHERE {where} '
-        f"GROUP BY {PER}, {inner}) WHERE $timeFilter GROUP BY {PER}{', ' + per if per else ''}"
-    )
-
-
-def _count_last(measurement: str, field: str, where: str, condition: str, per: str = "", series: str = "") -> str:
-    """How many series' (devices', or ``series``) latest ``field`` meets ``condition``, by ``per``."""
-    inner = ", ".join(x for x in ('"device_id"', series, per) if x)
-    outer = f" GROUP BY {per}" if per else ""
-    return (
-        f'SELECT count("v") FROM (SELECT last("{field}") AS "v" FROM "{measurement}" WHERE {where} '
-        f"GROUP BY {inner}) WHERE {condition}{outer}"
-    )
-
-
-STATE_TABLE = {"showHeader": True, "cellHeight": "sm"}
-LEGEND_TABLE = {"legend": {"displayMode": "table", "placement": "right", "calcs": ["mean", "max", "lastNotNull"]}}
-HIDE_TIME = [{"id": "organize", "options": {"excludeByName": {"Time": True}}}]
+from store.series import COMPLETENESS_PERIOD_S, STATS_PERIOD_S
 
 
 def overview() -> dict[str, Any]:
@@ -109,7 +71,7 @@ def overview() -> dict[str, Any]:
             Panel(
                 "timeseries",
                 "Charging load, whole estate",
-                [Query(_summed_means("ev_charger", "power_w", B, "", '"device_id", "port"'), alias="charging")],
+                [Query(summed_means("ev_charger", "power_w", B, "", '"device_id", "port"'), alias="charging")],
                 unit="watt",
                 width=16,
                 interval=level_interval(DeviceType.EV_CHARGER),
@@ -117,25 +79,25 @@ def overview() -> dict[str, Any]:
             Panel(
                 "stat",
                 "Charging ports in use now",
-                [Query(_count_last("ev_charger", "state", B, "\"v\" = 'charging'", series='"port"'), alias="charging")],
+                [Query(count_last("ev_charger", "state", B, "\"v\" = 'charging'", series='"port"'), alias="charging")],
                 width=8,
             ),
             Panel(
                 "stat",
                 "Occupied spaces, by zone",
-                [Query(_count_last("space_sensor", "occupied", Z, '"v" = true', '"zone"'), alias="$tag_zone")],
+                [Query(count_last("space_sensor", "occupied", Z, '"v" = true', '"zone"'), alias="$tag_zone")],
                 width=12,
             ),
             Panel(
                 "timeseries",
                 "Fire-lane and parking zones occupied (camera)",
-                [Query(_events("camera_event", "zone_occupied", Z, '"zone"'), alias="$tag_zone")],
+                [Query(events("camera_event", "zone_occupied", Z, '"zone"'), alias="$tag_zone")],
                 width=12,
             ),
             Panel(
                 "stat",
                 "Smoke sensors in alarm or fault",
-                [Query(_count_last("smoke_sensor", "state", B, "\"v\" != 'normal'", '"building"'),
+                [Query(count_last("smoke_sensor", "state", B, "\"v\" != 'normal'", '"building"'),
                        alias="$tag_building")],
                 width=12,
                 defaults={"thresholds": {"mode": "absolute", "steps": [{"color": "green", "value": None},
@@ -163,16 +125,16 @@ def charging() -> dict[str, Any]:
         "Charging",
         [
             Panel("timeseries", "Charging load per building",
-                  [Query(_summed_means("ev_charger", "power_w", B, '"building"', '"device_id", "port", "building"'),
+                  [Query(summed_means("ev_charger", "power_w", B, '"building"', '"device_id", "port", "building"'),
                          alias="$tag_building")],
                   unit="watt", width=12, options=LEGEND_TABLE, interval=level_interval(DeviceType.EV_CHARGER)),
             Panel("timeseries", "Load per pile",
-                  [Query(_summed_means("ev_charger", "power_w", B, '"device_id"', '"device_id", "port"'),
+                  [Query(summed_means("ev_charger", "power_w", B, '"device_id"', '"device_id", "port"'),
                          alias="$tag_device_id")],
                   unit="watt", width=12, options=LEGEND_TABLE, interval=level_interval(DeviceType.EV_CHARGER)),
             Panel("timeseries", "Sessions started and stopped",
-                  [Query(_events("ev_charger_event", "session_start", B), alias="started"),
-                   Query(_events("ev_charger_event", "session_stop", B), alias="stopped")],
+                  [Query(events("ev_charger_event", "session_start", B), alias="started"),
+                   Query(events("ev_charger_event", "session_stop", B), alias="stopped")],
                   width=8),
             Panel("table", "Port faults",
                   [Query(f'SELECT "code", "device_id", "port", "building" FROM "ev_charger_event" WHERE '
@@ -207,7 +169,7 @@ def fire_safety() -> dict[str, Any]:
         "Fire safety",
         [
             Panel("stat", "Sensors not normal, by state",
-                  [Query(_count_last("smoke_sensor", "state", B, f"\"v\" = '{state}'"), alias=state)
+                  [Query(count_last("smoke_sensor", "state", B, f"\"v\" = '{state}'"), alias=state)
                    for state in ("alarm", "fault")],
                   width=8),
             Panel("table", "Sensors not normal",
@@ -216,11 +178,11 @@ def fire_safety() -> dict[str, Any]:
                          f"WHERE \"state\" != 'normal'", format="table")],
                   width=16, transformations=HIDE_TIME),
             Panel("timeseries", "Smoke events by kind",
-                  [Query(_events("smoke_sensor_event", kind, B), alias=kind)
+                  [Query(events("smoke_sensor_event", kind, B), alias=kind)
                    for kind in ("alarm", "fault", "low_battery", "test")],
                   width=12),
             Panel("timeseries", "Alarms per building",
-                  [Query(_events("smoke_sensor_event", "alarm", B, '"building"'), alias="$tag_building")],
+                  [Query(events("smoke_sensor_event", "alarm", B, '"building"'), alias="$tag_building")],
                   width=12),
             Panel("bargauge", "Lowest batteries",
                   [Query(f'SELECT bottom("battery_pct", "device_id", 10) FROM "smoke_sensor" WHERE {B}',
@@ -253,7 +215,7 @@ def access() -> dict[str, Any]:
                          alias="$tag_building")],
                   width=12),
             Panel("timeseries", "Forced, held open and tailgating",
-                  [Query(_events("door_controller_event", kind, B), alias=kind)
+                  [Query(events("door_controller_event", kind, B), alias=kind)
                    for kind in ("forced_open", "held_open", "tailgating")],
                   width=12),
             Panel("table", "Latest door incidents",
@@ -357,7 +319,7 @@ def device_health() -> dict[str, Any]:
                          f"\"rule\" = 'device_silent' AND $timeFilter ORDER BY time DESC LIMIT 100", format="table")],
                   width=12),
             Panel("bargauge", "Devices reporting offline, by type",
-                  [Query(_count_last("device_status", "state", f"{SITE} AND $timeFilter", "\"v\" = 'offline'",
+                  [Query(count_last("device_status", "state", f"{SITE} AND $timeFilter", "\"v\" = 'offline'",
                                      '"device_type"'), alias="$tag_device_type")],
                   width=12),
             Panel("table", "Lowest batteries (space sensors and radios)",

@@ -34,7 +34,7 @@ from devices.estate import Device
 from devices.topics import device_topic
 from devices.types import Channel
 from load.ledger import DeviceRecord
-from sim.behaviours import Behaviour, Emission
+from sim.behaviour import Behaviour, Emission
 from sim.schedule import next_event_gap_ms, telemetry_interval_ms
 
 log = logging.getLogger("estatewatch.load")

@@ -40,7 +40,8 @@ from load.device import Acked, DeviceClock, DeviceLink
 from load.ledger import Ledger
 from load.plan import RunPlan
 from load.scenarios import SCENARIOS, Scenario
-from sim.behaviours import Behaviour, Fleet, behaviour_for
+from sim.behaviour import Behaviour, Fleet
+from sim.behaviours import behaviour_for
 from store.dynsec import device_username
 
 log = logging.getLogger("estatewatch.load")

@@ -1,87 +1,15 @@
-"""What each device type sends, and when: telemetry at its interval, events as a Poisson process.
-
-A behaviour never touches the network: ``telemetry(now)`` and ``events(now)`` return payload objects
-(without ``seq``, which the runner stamps) and delays, so the same code drives the live simulator,
-the load tests and the rules' replay fixtures. All randomness comes from the device's own seeded RNG.
-"""
+"""What each device type sends, and when: telemetry at its interval, events as a Poisson process
+(the base class and the payload helpers are in sim/behaviour.py)."""
 
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from devices.estate import Device, Estate
-from devices.types import Channel, DeviceType
+from devices.types import DeviceType
 from sim import rhythm
-
-Obj = dict[str, Any]
-# (delay from now in ms, channel, payload object without seq)
-Emission = tuple[int, Channel, Obj]
-PROVINCE = "苏"
-OFFICE = "C"
-_PLATE_CHARS = "ABCDEFGHJKLMNPQRSTUVWXYZ0123456789"
-
-
-def make_plate(rng: random.Random, new_energy: bool = False) -> str:
-    if new_energy:
-        return PROVINCE + OFFICE + rng.choice("DF") + "".join(rng.choice("0123456789") for _ in range(5))
-    return PROVINCE + OFFICE + "".join(rng.choice(_PLATE_CHARS) for _ in range(5))
-
-
-@dataclass
-class Fleet:
-    """Residents' vehicles, shared by the gates so that every "out" follows an "in"."""
-
-    rng: random.Random
-    plates: list[str]
-    inside: set[str] = field(default_factory=set)
-
-    @classmethod
-    def for_estate(cls, seed: int, size: int = 6000) -> "Fleet":
-        rng = random.Random(seed)
-        plates = sorted({make_plate(rng, new_energy=rng.random() < 0.2) for _ in range(size)})
-        fleet = cls(rng, plates)
-        fleet.inside = {p for p in plates if rng.random() < 0.6}
-        return fleet
-
-
-class Behaviour:
-    device_type: DeviceType
-    base_event_rate_s = 0.0  # events per second at rhythm 1.0
-
-    def __init__(self, device: Device, estate: Estate, rng: random.Random, fleet: Fleet) -> None:
-        self.device = device
-        self.estate = estate
-        self.rng = rng
-        self.fleet = fleet
-        self.tz: ZoneInfo = estate.site.tz
-        self.silent = False
-        # Plays another hour's rhythm (the load tests' evening peak at noon) with real timestamps.
-        self.rhythm_shift_ms = 0
-
-    def hour(self, now_ms: int) -> float:
-        return rhythm.local_hour(now_ms + self.rhythm_shift_ms, self.tz)
-
-    def event_rate(self, now_ms: int) -> float:
-        return self.base_event_rate_s
-
-    def telemetry(self, now_ms: int) -> list[Emission]:
-        raise NotImplementedError
-
-    def events(self, now_ms: int) -> list[Emission]:
-        return []
-
-    def jitter(self, value: float, spread: float) -> float:
-        return value + self.rng.uniform(-spread, spread)
-
-
-def _t(obj: Obj, delay_ms: int = 0, channel: Channel = Channel.TELEMETRY) -> Emission:
-    return (delay_ms, channel, obj)
-
-
-def _e(obj: Obj, delay_ms: int = 0) -> Emission:
-    return (delay_ms, Channel.EVENT, obj)
+from sim.behaviour import Behaviour, Emission, Fleet, as_event, as_telemetry
 
 
 class DoorController(Behaviour):
@@ -100,7 +28,7 @@ class DoorController(Behaviour):
     def telemetry(self, now_ms: int) -> list[Emission]:
         self.uptime_s += self.device.reporting_interval_s
         return [
-            _t(
+            as_telemetry(
                 {
                     "ts": now_ms,
                     "uptime_s": round(self.uptime_s),
@@ -115,12 +43,12 @@ class DoorController(Behaviour):
         method = self.rng.choices(("card", "face", "qr", "password"), (45, 45, 6, 4))[0]
         if r < 0.0002:
             return [
-                _e({"ts": now_ms, "type": "forced_open"}),
-                _e({"ts": now_ms + 20_000, "type": "door_closed"}, 20_000),
+                as_event({"ts": now_ms, "type": "forced_open"}),
+                as_event({"ts": now_ms + 20_000, "type": "door_closed"}, 20_000),
             ]
         granted = r > 0.03
         out = [
-            _e(
+            as_event(
                 {
                     "ts": now_ms,
                     "type": "access",
@@ -132,13 +60,13 @@ class DoorController(Behaviour):
         ]
         if not granted:
             return out
-        out.append(_e({"ts": now_ms + 300, "type": "door_opened"}, 300))
+        out.append(as_event({"ts": now_ms + 300, "type": "door_opened"}, 300))
         if self.rng.random() < 0.005:
-            out.append(_e({"ts": now_ms + 2_000, "type": "tailgating", "persons": 2}, 2_000))
+            out.append(as_event({"ts": now_ms + 2_000, "type": "tailgating", "persons": 2}, 2_000))
         open_ms = 150_000 if self.rng.random() < 0.01 else self.rng.randrange(3_000, 9_000)
         if open_ms > 120_000:
-            out.append(_e({"ts": now_ms + 120_300, "type": "held_open", "open_s": 120.0}, 120_300))
-        out.append(_e({"ts": now_ms + 300 + open_ms, "type": "door_closed"}, 300 + open_ms))
+            out.append(as_event({"ts": now_ms + 120_300, "type": "held_open", "open_s": 120.0}, 120_300))
+        out.append(as_event({"ts": now_ms + 300 + open_ms, "type": "door_closed"}, 300 + open_ms))
         return out
 
 
@@ -150,13 +78,13 @@ class VehicleGate(Behaviour):
         return self.base_event_rate_s * rhythm.footfall(self.hour(now_ms))
 
     def telemetry(self, now_ms: int) -> list[Emission]:
-        return [_t({"ts": now_ms, "uptime_s": 86_400.0, "barrier": "down", "rssi_dbm": -55.0})]
+        return [as_telemetry({"ts": now_ms, "uptime_s": 86_400.0, "barrier": "down", "rssi_dbm": -55.0})]
 
     def events(self, now_ms: int) -> list[Emission]:
         confidence = round(self.rng.uniform(0.85, 0.99), 3)
         if self.rng.random() < 0.02:
             return [
-                _e(
+                as_event(
                     {
                         "ts": now_ms,
                         "type": "plate_read",
@@ -174,7 +102,9 @@ class VehicleGate(Behaviour):
             i = self.rng.randrange(2, len(plate))
             read = plate[:i] + self.rng.choice("0123456789") + plate[i + 1 :]
         return [
-            _e({"ts": now_ms, "type": "plate_read", "plate": read, "direction": direction, "confidence": confidence})
+            as_event(
+                {"ts": now_ms, "type": "plate_read", "plate": read, "direction": direction, "confidence": confidence}
+            )
         ]
 
 
@@ -218,12 +148,12 @@ class EvCharger(Behaviour):
                 port.hours = self.rng.uniform(3, 8)
                 port.session += 1
                 sid = f"{self.device.id}-{n}-{port.session}"
-                out.append(_e({"ts": now_ms, "type": "session_start", "port": n, "session_id": sid}))
+                out.append(as_event({"ts": now_ms, "type": "session_start", "port": n, "session_id": sid}))
             elif port.state == "charging" and (now_ms - port.started_ms) / 3_600_000 > port.hours + 0.5:
                 reason = "overload" if self.overload_next else "full"
                 self.overload_next = False
                 out.append(
-                    _e(
+                    as_event(
                         {
                             "ts": now_ms,
                             "type": "session_stop",
@@ -241,7 +171,7 @@ class EvCharger(Behaviour):
             port.energy_wh += power * interval_h
             voltage = self.jitter(220, 4)
             out.append(
-                _t(
+                as_telemetry(
                     {
                         "ts": now_ms,
                         "port": n,
@@ -282,10 +212,12 @@ class SmokeSensor(Behaviour):
         if self.alarm_started_ms is not None and self.state != "alarm":
             self.state = "alarm"
             out.append(
-                _e({"ts": now_ms, "type": "alarm", "smoke_obscuration_pct": round(smoke, 2), "temp_c": round(temp, 1)})
+                as_event(
+                    {"ts": now_ms, "type": "alarm", "smoke_obscuration_pct": round(smoke, 2), "temp_c": round(temp, 1)}
+                )
             )
         out.append(
-            _t(
+            as_telemetry(
                 {
                     "ts": now_ms,
                     "state": self.state,
@@ -314,17 +246,19 @@ class Camera(Behaviour):
         return self.base_event_rate_s * rhythm.footfall(self.hour(now_ms))
 
     def telemetry(self, now_ms: int) -> list[Emission]:
-        return [_t({"ts": now_ms, "uptime_s": 86_400.0, "fps": round(self.jitter(25, 0.5), 1), "stream_ok": True})]
+        return [
+            as_telemetry({"ts": now_ms, "uptime_s": 86_400.0, "fps": round(self.jitter(25, 0.5), 1), "stream_ok": True})
+        ]
 
     def events(self, now_ms: int) -> list[Emission]:
         conf = round(self.rng.uniform(0.8, 0.98), 3)
         if self.zone_kind is None:
             where = "lift" if self.rng.random() < 0.4 else "entrance"
-            return [_e({"ts": now_ms, "type": "ebike_detected", "location": where, "confidence": conf})]
+            return [as_event({"ts": now_ms, "type": "ebike_detected", "location": where, "confidence": conf})]
         plate = self.rng.choice(self.fleet.plates)
         if self.zone_kind == "parking":
             return [
-                _e(
+                as_event(
                     {
                         "ts": now_ms,
                         "type": "plate_sighting",
@@ -339,7 +273,7 @@ class Camera(Behaviour):
         # A delivery stop in a fire lane: in and out within minutes.
         stop_ms = self.rng.randrange(60_000, 240_000)
         return [
-            _e(
+            as_event(
                 {
                     "ts": now_ms,
                     "type": "zone_occupied",
@@ -349,7 +283,7 @@ class Camera(Behaviour):
                     "confidence": conf,
                 }
             ),
-            _e({"ts": now_ms + stop_ms, "type": "zone_cleared", "zone": self.device.zone}, stop_ms),
+            as_event({"ts": now_ms + stop_ms, "type": "zone_cleared", "zone": self.device.zone}, stop_ms),
         ]
 
 
@@ -385,7 +319,7 @@ class PowerMeter(Behaviour):
         voltage = self.jitter(221, 3)
         self.energy_wh += power * self.device.reporting_interval_s / 3600
         return [
-            _t(
+            as_telemetry(
                 {
                     "ts": now_ms,
                     "power_w": round(power, 1),
@@ -419,10 +353,10 @@ class SpaceSensor(Behaviour):
             should = now_ms < self.blocked_until_ms
             if should != self.occupied:
                 self.occupied = should
-                out.append(_e({"ts": now_ms, "type": "occupied" if should else "freed"}))
+                out.append(as_event({"ts": now_ms, "type": "occupied" if should else "freed"}))
         self.battery = max(0.0, self.battery - 0.0002)
         out.append(
-            _t(
+            as_telemetry(
                 {
                     "ts": now_ms,
                     "occupied": self.occupied,
@@ -438,9 +372,12 @@ class SpaceSensor(Behaviour):
             return []
         if self.fire_lane:
             stop_ms = self.rng.randrange(60_000, 240_000)
-            return [_e({"ts": now_ms, "type": "occupied"}), _e({"ts": now_ms + stop_ms, "type": "freed"}, stop_ms)]
+            return [
+                as_event({"ts": now_ms, "type": "occupied"}),
+                as_event({"ts": now_ms + stop_ms, "type": "freed"}, stop_ms),
+            ]
         self.occupied = not self.occupied
-        return [_e({"ts": now_ms, "type": "occupied" if self.occupied else "freed"})]
+        return [as_event({"ts": now_ms, "type": "occupied" if self.occupied else "freed"})]
 
 
 class Radio(Behaviour):
@@ -473,7 +410,7 @@ class Radio(Behaviour):
         self.battery = max(5.0, self.battery - 0.01)
         lat, lon = self.position(now_ms)
         out: list[Emission] = [
-            _t(
+            as_telemetry(
                 {
                     "ts": now_ms,
                     "lat": round(lat, 6),
@@ -485,12 +422,12 @@ class Radio(Behaviour):
             )
         ]
         if self.sos_at_ms is not None and now_ms >= self.sos_at_ms:
-            out.append(_e({"ts": now_ms, "type": "sos", "lat": round(lat, 6), "lon": round(lon, 6)}))
+            out.append(as_event({"ts": now_ms, "type": "sos", "lat": round(lat, 6), "lon": round(lon, 6)}))
             self.sos_at_ms = None
         return out
 
     def events(self, now_ms: int) -> list[Emission]:
-        return [_e({"ts": now_ms, "type": "ptt", "talk_s": round(self.rng.uniform(1, 20), 1), "channel": 1})]
+        return [as_event({"ts": now_ms, "type": "ptt", "talk_s": round(self.rng.uniform(1, 20), 1), "channel": 1})]
 
 
 def _metres(a: tuple[float, float], b: tuple[float, float]) -> float:

@@ -6,16 +6,8 @@ from enum import StrEnum
 
 from devices.estate import Estate, ZoneKind
 from devices.types import Channel, DeviceType
-from sim.behaviours import (
-    Behaviour,
-    Camera,
-    Emission,
-    PowerMeter,
-    Radio,
-    SmokeSensor,
-    SpaceSensor,
-    make_plate,
-)
+from sim.behaviour import Behaviour, Emission, make_plate
+from sim.behaviours import Camera, PowerMeter, Radio, SmokeSensor, SpaceSensor
 
 DAY_MS = 86_400_000
 

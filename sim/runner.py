@@ -28,7 +28,8 @@ from devices.topics import device_topic
 from devices.types import Channel
 from runtime.mqtt import connect
 from runtime.settings import MqttTarget
-from sim.behaviours import Behaviour, Emission, Fleet, behaviour_for
+from sim.behaviour import Behaviour, Emission, Fleet
+from sim.behaviours import behaviour_for
 from sim.incidents import Incident, inject
 from sim.schedule import next_event_gap_ms, telemetry_interval_ms
 from store.dynsec import device_username

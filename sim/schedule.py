@@ -5,7 +5,7 @@ schedule by these.
 """
 
 from devices.estate import Device
-from sim.behaviours import Behaviour
+from sim.behaviour import Behaviour
 
 # A quiet hour should not push a device's next event past the busy one after it.
 MAX_EVENT_GAP_MS = 3_600_000

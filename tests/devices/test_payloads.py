@@ -11,7 +11,8 @@ from devices.payloads.common import Status
 from devices.plates import PROVINCES, SUFFIXES, canonical, is_plate
 from devices.reference import reference_estate
 from devices.types import Channel, DeviceType
-from sim.behaviours import Fleet, behaviour_for
+from sim.behaviour import Fleet
+from sim.behaviours import behaviour_for
 
 TS = 1_764_590_400_000
 METER = {"ts": TS, "seq": 1, "power_w": 28.4, "voltage_v": 221.0, "current_a": 0.13, "energy_wh": 5.0}

@@ -15,7 +15,8 @@ from load.device import DeviceClock
 from load.ledger import DeviceRecord, Ledger, from_ranges, to_ranges
 from load.scenarios import PEAK_TYPES, SCENARIOS
 from load.verify import judge, latency_of
-from sim.behaviours import Fleet, behaviour_for
+from sim.behaviour import Fleet
+from sim.behaviours import behaviour_for
 
 
 def test_seqs_survive_the_ranges() -> None:

@@ -60,7 +60,8 @@ async def test_every_device_publishes_valid_payloads_on_its_topics(broker: Broke
 
 async def test_same_seed_same_traffic(broker: Broker, small: Estate) -> None:
     async def payloads() -> list[str]:
-        from sim.behaviours import Fleet, behaviour_for
+        from sim.behaviour import Fleet
+        from sim.behaviours import behaviour_for
 
         fleet = Fleet.for_estate(9)
         out = []
