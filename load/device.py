@@ -12,8 +12,6 @@ ever. Measured here: of 2,000 clients, 324 connected (each holds three descripto
 ``loop_misc``) around ``poll()``, which has no such limit.
 """
 
-import heapq
-import itertools
 import json
 import logging
 import random
@@ -34,8 +32,8 @@ from devices.estate import Device
 from devices.topics import device_topic
 from devices.types import Channel
 from load.ledger import DeviceRecord
-from sim.behaviour import Behaviour, Emission
-from sim.schedule import next_event_gap_ms, telemetry_interval_ms
+from sim.behaviour import Behaviour
+from sim.schedule import Schedule
 
 log = logging.getLogger("estatewatch.load")
 SESSION_EXPIRY_S = 600
@@ -45,74 +43,34 @@ RECONNECT_MAX_S = 8
 # Wake-ups of an idle connection: keepalive pings are due every minute, so a few seconds is plenty.
 POLL_MS = 5000
 _READ = select.POLLIN | select.POLLPRI
-_TELEMETRY, _EVENT, _DEFERRED = 0, 1, 2
 
 
 class DeviceClock:
-    """A device's schedule: telemetry at its interval, events at its rhythm's rate, deferred parts.
-
-    ``rate`` is the scenario's multiplier for this device now; when it changes (a step-up step),
-    ``retime`` moves the pending telemetry to the new interval and redraws the next event (a
-    Poisson process forgets its past, so redrawing from now is exact).
-    """
+    """One device's schedule for a Locust user: the simulator's own (``sim.schedule.Schedule``),
+    for one device, at the scenario's multiplier for it now."""
 
     def __init__(self, behaviour: Behaviour, rate: Callable[[], float]) -> None:
         self.behaviour = behaviour
-        self.rate = rate
-        self._heap: list[tuple[int, int, int, int, Emission | None]] = []
-        self._counter = itertools.count()
-        self._generation = 0  # telemetry and event entries of older generations are stale
-        self._scale = 1.0
+        self._schedule = Schedule([behaviour], rate)
 
     def start(self, now_ms: int) -> None:
-        self._scale = self.rate()
-        interval = telemetry_interval_ms(self.behaviour.device, self._scale)
-        self._push(now_ms + self.behaviour.rng.randrange(interval), _TELEMETRY)
-        self._next_event(now_ms)
+        self._schedule.start(now_ms)
 
     def retime(self, now_ms: int) -> None:
-        scale = self.rate()
-        if scale == self._scale:
-            return
-        pending = next((e for e in self._heap if e[2] == _TELEMETRY and e[3] == self._generation), None)
-        old, self._scale = self._scale, scale
-        self._generation += 1
-        remaining = max(0, pending[0] - now_ms) if pending else 0
-        self._push(now_ms + int(remaining * old / scale), _TELEMETRY)
-        self._next_event(now_ms)
+        self._schedule.retime(now_ms)
 
     def next_ms(self) -> int:
-        return self._heap[0][0]
+        due = self._schedule.next_ms()
+        assert due is not None, "a device always has its next reading scheduled"
+        return due
 
     def due(self, now_ms: int) -> dict[Channel, list[dict[str, Any]]]:
         """What is due by ``now_ms``, by channel (readings of one instant go out as one message)."""
         out: dict[Channel, list[dict[str, Any]]] = {}
-        while self._heap and self._heap[0][0] <= now_ms:
-            due, _, kind, generation, emission = heapq.heappop(self._heap)
-            if kind != _DEFERRED and generation != self._generation:
-                continue
-            if kind == _TELEMETRY:
-                emissions = self.behaviour.telemetry(due)
-                self._push(due + telemetry_interval_ms(self.behaviour.device, self._scale), _TELEMETRY)
-            elif kind == _EVENT:
-                emissions = self.behaviour.events(due)
-                self._next_event(due)
-            else:
-                emissions = [emission] if emission is not None else []
-            for delay, channel, obj in emissions:
-                if delay <= 0:
-                    out.setdefault(channel, []).append(obj)
-                else:
-                    self._push(due + delay, _DEFERRED, (0, channel, obj))
+        while (entry := self._schedule.pop_due(now_ms)) is not None:
+            for channel, objs in entry[2].items():
+                out.setdefault(channel, []).extend(objs)
         return out
-
-    def _push(self, due_ms: int, kind: int, emission: Emission | None = None) -> None:
-        heapq.heappush(self._heap, (due_ms, next(self._counter), kind, self._generation, emission))
-
-    def _next_event(self, now_ms: int) -> None:
-        gap = next_event_gap_ms(self.behaviour, now_ms, self._scale)
-        if gap is not None:
-            self._push(now_ms + gap, _EVENT)
 
 
 @dataclass

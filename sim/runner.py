@@ -7,8 +7,6 @@ aiomqtt managed ~7k. 6,160 connections cost the simulator one process (see docs/
 
 import asyncio
 import contextlib
-import heapq
-import itertools
 import json
 import logging
 import random
@@ -28,10 +26,10 @@ from devices.topics import device_topic
 from devices.types import Channel
 from runtime.mqtt import connect
 from runtime.settings import MqttTarget
-from sim.behaviour import Behaviour, Emission, Fleet
+from sim.behaviour import Behaviour, Fleet
 from sim.behaviours import behaviour_for
 from sim.incidents import Incident, inject
-from sim.schedule import next_event_gap_ms, telemetry_interval_ms
+from sim.schedule import Schedule
 from store.dynsec import device_username
 
 log = logging.getLogger("estatewatch.sim")
@@ -159,9 +157,6 @@ class SimulatedDevice:
             self.backlog.popleft()
 
 
-_TELEMETRY, _EVENT, _DEFERRED = 0, 1, 2
-
-
 class Simulator:
     """``async with Simulator(estate, devices, options) as sim: await sim.run()``."""
 
@@ -171,8 +166,7 @@ class Simulator:
         self.stats = Stats()
         self._wanted = list(devices)
         self._devices: list[SimulatedDevice] = []
-        self._heap: list[tuple[int, int, int, int, Emission | None]] = []
-        self._counter = itertools.count()
+        self._schedule = Schedule([])
         self._stop = asyncio.Event()
         self._t0 = 0.0
         self._sim0 = 0
@@ -201,6 +195,7 @@ class Simulator:
             client = self._client_for(device, session_ts)
             self._devices.append(SimulatedDevice(behaviour, self.estate.site.id, client, self.stats, session_ts))
         self.stats.devices = len(self._devices)
+        self._schedule = Schedule([d.behaviour for d in self._devices], lambda: self.options.rate_scale)
         try:
             await self._connect_all()
         except BaseException:
@@ -297,37 +292,13 @@ class Simulator:
             if isinstance(r, Exception):
                 log.debug("disconnect: %s", r)
 
-    # -- scheduling ----------------------------------------------------------------------------
-    def _push(self, due_ms: int, kind: int, index: int, emission: Emission | None = None) -> None:
-        heapq.heappush(self._heap, (due_ms, next(self._counter), kind, index, emission))
-
-    def _telemetry_interval_ms(self, dev: SimulatedDevice) -> int:
-        return telemetry_interval_ms(dev.device, self.options.rate_scale)
-
-    def _next_event(self, index: int, now_ms: int) -> None:
-        gap_ms = next_event_gap_ms(self._devices[index].behaviour, now_ms, self.options.rate_scale)
-        if gap_ms is not None:
-            self._push(now_ms + gap_ms, _EVENT, index)
-
-    def _emit(self, index: int, now_ms: int, emissions: list[Emission]) -> None:
+    # -- scheduling (sim/schedule.py: the same heap the load test's devices run on) ------------
+    def _publish(self, index: int, batch: dict[Channel, list[dict[str, Any]]]) -> None:
         dev = self._devices[index]
         if dev.behaviour.silent:
             return
-        now_batch: dict[Channel, list[dict[str, Any]]] = {}
-        for delay, channel, obj in emissions:
-            if delay <= 0:
-                now_batch.setdefault(channel, []).append(obj)
-            else:
-                self._push(now_ms + delay, _DEFERRED, index, (0, channel, obj))
-        for channel, objs in now_batch.items():
+        for channel, objs in batch.items():
             dev.publish(channel, objs, self._recorder)
-
-    def _schedule_start(self) -> None:
-        now = self.now_ms()
-        for i, dev in enumerate(self._devices):
-            phase = dev.behaviour.rng.randrange(self._telemetry_interval_ms(dev))
-            self._push(now + phase, _TELEMETRY, i)
-            self._next_event(i, now)
 
     def _inject_incidents(self) -> None:
         by_id = {d.device.id: i for i, d in enumerate(self._devices)}
@@ -337,15 +308,15 @@ class Simulator:
         for incident in self.options.incidents:
             result = inject(incident, behaviours, self.estate, now, rng)
             for device_id, emission in result.emissions:
-                self._emit(by_id[device_id], now, [emission])
+                self._publish(by_id[device_id], self._schedule.split(by_id[device_id], now, [emission]))
             for device_id in result.tick_now:
-                self._push(now, _TELEMETRY, by_id[device_id])
+                self._schedule.tick_now(by_id[device_id], now)
             self.injected.append(result.description)
             log.warning("incident injected: %s", result.description)
 
     async def run(self) -> Stats:
         """Publish until the duration is over or ``stop()`` is called."""
-        self._schedule_start()
+        self._schedule.start(self.now_ms())
         end = None if self.options.duration_s is None else time.monotonic() + self.options.duration_s
         incidents_at = time.monotonic() + self.options.incident_delay_s if self.options.incidents else None
         while not self._stop.is_set():
@@ -354,7 +325,8 @@ class Simulator:
             if incidents_at is not None and time.monotonic() >= incidents_at:
                 incidents_at = None
                 self._inject_incidents()
-            wait = self._wall_delay(self._heap[0][0]) if self._heap else 1.0
+            next_ms = self._schedule.next_ms()
+            wait = self._wall_delay(next_ms) if next_ms is not None else 1.0
             if end is not None:
                 wait = min(wait, max(0.0, end - time.monotonic()))
             if incidents_at is not None:
@@ -363,16 +335,9 @@ class Simulator:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), min(wait, 1.0))
                 continue
-            due, _, kind, index, emission = heapq.heappop(self._heap)
-            behaviour = self._devices[index].behaviour
-            if kind == _TELEMETRY:
-                self._emit(index, due, behaviour.telemetry(due))
-                self._push(due + self._telemetry_interval_ms(self._devices[index]), _TELEMETRY, index)
-            elif kind == _EVENT:
-                self._emit(index, due, behaviour.events(due))
-                self._next_event(index, due)
-            elif emission is not None:
-                self._emit(index, due, [emission])
+            entry = self._schedule.pop_due(self.now_ms())
+            if entry is not None:
+                self._publish(entry[1], entry[2])
             # Let the connections write between bursts.
             await asyncio.sleep(0)
         return self.stats
