@@ -1,16 +1,16 @@
-"""``estatewatch rules replay``: the simulator's recorded incidents through the engine, by the CLI."""
+"""``estatewatch rules replay``: the simulator's incidents, played without a broker (sim/play.py),
+through the engine, by the CLI."""
 
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from devices.estate import Estate, dump_estate
-from runtime.settings import parse_mqtt_url
 from sim.incidents import Incident
-from sim.runner import SimOptions, Simulator
-from tests.support.servers import Broker
+from sim.play import play
 
 
 def replay(*args: str) -> subprocess.CompletedProcess[str]:
@@ -24,8 +24,7 @@ def replay(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def record_incidents(
-    broker: Broker,
+def record_incidents(
     estate: Estate,
     folder: Path,
     *incidents: str,
@@ -34,20 +33,15 @@ async def record_incidents(
     seed: int,
     start_ms: int | None = None,
 ) -> tuple[Path, Path]:
-    """Simulate ``estate`` with ``incidents`` on the real broker; returns the recording and the estate file."""
+    """What the simulator would record of ``estate`` with ``incidents`` (injected a second in) over
+    ``seconds`` at ``speed``, played in event time; returns the recording and the estate file."""
     record = folder / "sent.jsonl"
-    options = SimOptions(
-        mqtt=parse_mqtt_url(broker.url("simulator")),
-        speed=speed,
-        duration_s=seconds,
-        seed=seed,
-        start_ms=start_ms,
-        incidents=tuple(Incident.parse(i) for i in incidents),
-        incident_delay_s=1.0,
-        record=record,
-    )
-    async with Simulator(estate, estate.devices, options) as sim:
-        await sim.run()
+    lines = play(
+        estate, estate.devices, seed=seed, start_ms=start_ms or int(time.time() * 1000),
+        duration_ms=int(seconds * speed * 1000), incidents=[Incident.parse(i) for i in incidents],
+        incident_after_ms=int(speed * 1000),
+    )  # fmt: skip
+    record.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8")
     estate_file = folder / "estate.yaml"
     estate_file.write_text(dump_estate(estate), encoding="utf-8")
     return record, estate_file
@@ -59,9 +53,9 @@ def alert_changes(record: Path, estate_file: Path, rule: str) -> list[dict[str, 
     return [c for c in (json.loads(line) for line in result.stdout.splitlines()) if c["rule"] == rule]
 
 
-async def test_recorded_incidents_replay_into_alerts(broker: Broker, small: Estate, tmp_path: Path) -> None:
-    record, estate_file = await record_incidents(
-        broker, small, tmp_path, "smoke_alarm:smk-b001-u1-101", "sos:radio-01", speed=30, seconds=4, seed=3
+def test_recorded_incidents_replay_into_alerts(small: Estate, tmp_path: Path) -> None:
+    record, estate_file = record_incidents(
+        small, tmp_path, "smoke_alarm:smk-b001-u1-101", "sos:radio-01", speed=30, seconds=4, seed=3
     )
     result = replay(str(record), "--estate", str(estate_file))
     assert result.returncode == 0, result.stderr
@@ -96,12 +90,12 @@ def test_a_bad_config_is_named(tmp_path: Path) -> None:
     assert "line 3: rules.sos.enabled" in result.stderr
 
 
-async def test_the_simulators_flying_lead_is_caught(broker: Broker, small: Estate, tmp_path: Path) -> None:
+def test_the_simulators_flying_lead_is_caught(small: Estate, tmp_path: Path) -> None:
     import datetime as dt
 
     evening = int(dt.datetime(2026, 12, 1, 19, 0, tzinfo=small.site.tz).timestamp() * 1000)
-    record, estate_file = await record_incidents(
-        broker, small, tmp_path, "flying_lead:pm-b001-u1", speed=60, seconds=14, seed=4, start_ms=evening
+    record, estate_file = record_incidents(
+        small, tmp_path, "flying_lead:pm-b001-u1", speed=60, seconds=14, seed=4, start_ms=evening
     )
     flying = alert_changes(record, estate_file, "flying_lead")
     assert flying and flying[0]["change"] == "opened" and flying[0]["unit"] == "b001-u1"
@@ -109,9 +103,9 @@ async def test_the_simulators_flying_lead_is_caught(broker: Broker, small: Estat
     assert flying[0]["evidence"][0]["ebike_seen"] is True
 
 
-async def test_the_simulators_blocked_fire_lane_is_caught(broker: Broker, small: Estate, tmp_path: Path) -> None:
-    record, estate_file = await record_incidents(
-        broker, small, tmp_path, "blocked_fire_lane:fl-01", speed=40, seconds=12, seed=6
+def test_the_simulators_blocked_fire_lane_is_caught(small: Estate, tmp_path: Path) -> None:
+    record, estate_file = record_incidents(
+        small, tmp_path, "blocked_fire_lane:fl-01", speed=40, seconds=12, seed=6
     )
     lane = alert_changes(record, estate_file, "fire_lane")
     assert [c["escalation"] for c in lane][:2] == [0, 1], lane
