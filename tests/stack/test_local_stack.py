@@ -12,6 +12,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from devices.estate import Estate, dump_estate
 from stack.procs import free_port
 from tests.support.servers import listening
 
@@ -207,3 +208,25 @@ def test_the_first_admin_token_is_kept_while_valid_and_renewed_once_expired(tmp_
     asyncio.run(expire())
     assert prepare_registry(local) == 0
     assert token_file.read_text().strip() not in ("", first)
+
+
+def test_stack_run_reports_a_service_that_stops_and_takes_the_rest_down(
+    stack_env: dict[str, str], tmp_path: Path, small: Estate
+) -> None:
+    """A supervisor that hides a crash is worse than none: the rules service refusing its config
+    ends `stack run` with the service's own exit code, naming it and its log, and nothing is left
+    running."""
+    estate = tmp_path / "estate.yaml"
+    estate.write_text(dump_estate(small), encoding="utf-8")
+    env = {**stack_env, "ESTATEWATCH_ESTATE_FILE": str(estate), "ESTATEWATCH_API_PORT": str(free_port()),
+           "ESTATEWATCH_RULES_CONFIG": str(tmp_path / "missing-rules.yaml"),
+           "ESTATEWATCH_INGEST_METRICS_PORT": "0", "ESTATEWATCH_RULES_METRICS_PORT": "0"}  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "-m", "estatewatch", "stack", "run", "--no-simulate", "--no-device-credentials"],
+        capture_output=True, text=True, env={**os.environ, **env}, timeout=180, check=False,
+    )  # fmt: skip
+    assert run.returncode == 1, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "rules exited with 1; see " in run.stdout, run.stdout[-2000:]
+    assert "stopped ingest" in run.stdout and "stopped api" in run.stdout
+    status = cli("stack", "status", env=env)
+    assert "running" not in status.stdout, status.stdout
