@@ -1,7 +1,6 @@
 """A device registered through the API gets its own broker client: it publishes on its own topics
 only, its readings land in InfluxDB, and disabling, rotating and deleting act on the live broker."""
 
-import asyncio
 import json
 import threading
 import time
@@ -105,7 +104,9 @@ async def test_a_registered_device_publishes_on_its_topic_and_nowhere_else(
         dev.client.subscribe(f"{own}/command", qos=1)
         assert await eventually(lambda: len(dev.subacks) == 2, 10)
         assert dev.subacks[0][0].is_failure and not dev.subacks[1][0].is_failure
-        await asyncio.sleep(0.3)
+        # A marker after the refused ones: once it is heard, they would have been.
+        assert not dev.publish(f"{own}/status", {"state": "online", "ts": 1}).is_failure
+        assert await eventually(lambda: f"{own}/status" in heard.topics(), 10)
         assert other not in heard.topics() and f"{own}/command" not in heard.topics()
     finally:
         dev.close()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from devices.estate import Estate
 from devices.notices import NoisyDevice, noisy_topic
+from sim.runner import Simulator
 from store.alerts import AlertStore
 from store.registry.db import Registry
 from tests.support.api import api_settings, make_tokens, running_api
@@ -42,8 +43,8 @@ async def test_a_poison_flood_is_counted_once_acknowledged_and_not_redelivered(
                                   rules_rebuild_s=0)  # fmt: skip
         async with RulesService(settings):
 
-            async def poison(_: object) -> None:
-                await asyncio.sleep(1)
+            async def poison(sim: Simulator) -> None:
+                assert await eventually(lambda: sim.stats.acked > 0, 20)  # the flood joins a running estate
                 result = await asyncio.to_thread(
                     flood, broker.port, "simulator", PASSWORD, topic, BAD, 1000.0, client_id="flood"
                 )

@@ -17,6 +17,7 @@ from devices.types import Channel
 from runtime.settings import parse_mqtt_url
 from sim.incidents import Incident
 from sim.runner import SimOptions, Simulator
+from tests.support.ingest import eventually
 from tests.support.mqtt import Recorder, stop, subscribe
 from tests.support.servers import PASSWORD, Broker
 
@@ -142,9 +143,11 @@ async def test_survives_a_broker_restart_without_loss(broker: Broker, small: Est
         options = SimOptions(mqtt=parse_mqtt_url(broker.url("simulator")), speed=60, duration_s=12, seed=7)
         async with Simulator(small, small.devices, options) as sim:
             run = asyncio.create_task(sim.run())
-            await asyncio.sleep(3)
+            assert await eventually(lambda: sim.stats.acked > 200, 20), "the broker acknowledges readings"
             await asyncio.to_thread(broker.stop)
-            await asyncio.sleep(2)  # devices keep publishing into gmqtt's queue meanwhile
+            sent_before = sim.stats.messages
+            # Devices keep publishing into gmqtt's queue meanwhile.
+            assert await eventually(lambda: sim.stats.messages > sent_before + 100, 20)
             await asyncio.to_thread(broker.start)
             stats = await run
         assert stats.reconnects >= len(small.devices)
