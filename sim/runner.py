@@ -43,6 +43,9 @@ class SimError(RuntimeError):
     """The simulation cannot start as asked."""
 
 
+INCIDENT_DELAY_S = 5.0  # real seconds after the start (estate time: times the speed)
+
+
 @dataclass(frozen=True)
 class SimOptions:
     mqtt: MqttTarget
@@ -52,7 +55,7 @@ class SimOptions:
     duration_s: float | None = None
     start_ms: int | None = None  # simulated clock at start; default: now
     incidents: tuple[Incident, ...] = ()
-    incident_delay_s: float = 5.0
+    incident_delay_s: float = INCIDENT_DELAY_S
     connect_concurrency: int = 200
     connect_timeout_s: float = 120.0
     # Per-device broker passwords by username ({site}.{device id}); without: every device uses mqtt's user.

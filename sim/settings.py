@@ -47,5 +47,10 @@ class SimSettings(Settings):
         "every device connects as itself",
         json_schema_extra=_also("--device-credentials"),
     )
+    sim_offline: bool = Field(
+        False,
+        description="no broker and no clock: write the traffic of --duration seconds at --speed to --record at once",
+        json_schema_extra=_also("--offline"),
+    )
     sim_progress_every_s: float = Field(5.0, ge=0.1, description="seconds between progress lines",
                                         json_schema_extra=_also("--progress-every"))  # fmt: skip

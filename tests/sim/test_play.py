@@ -36,3 +36,30 @@ async def test_play_is_what_the_live_simulator_records(broker: Broker, small: Es
     assert isinstance(first_live, dict) and isinstance(first_played, dict)
     offset = int(first_live["ts"]) - int(first_played["ts"])
     assert [_shape(x, 0) for x in live] == [_shape(p, offset) for p in played[: len(live)]]
+
+
+def test_simulate_offline_writes_a_recording_without_a_broker(small: Estate, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from devices.estate import dump_estate
+    from stack.procs import free_port
+
+    estate, record = tmp_path / "estate.yaml", tmp_path / "played.jsonl"
+    estate.write_text(dump_estate(small), encoding="utf-8")
+    env = {**os.environ, "ESTATEWATCH_MQTT_URL": f"mqtt://127.0.0.1:{free_port()}"}  # nothing listens there
+    result = subprocess.run(
+        [sys.executable, "-m", "estatewatch", "simulate", "--offline", "true", "--estate", str(estate),
+         "--record", str(record), "--duration", "60", "--speed", "60", "--incident", "smoke_alarm"],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [json.loads(line) for line in record.read_text(encoding="utf-8").splitlines()]
+    summary = json.loads(result.stderr.strip().splitlines()[-1])["played"]
+    assert summary["messages"] == len(lines) > 1000 and summary["estate_ms"] == 3_600_000
+    alarms = [x for x in lines if x["topic"].endswith("/event") and '"alarm"' in json.dumps(x["payload"])]
+    assert alarms, "the smoke alarm incident is in the recording"
+    missing = subprocess.run([sys.executable, "-m", "estatewatch", "simulate", "--offline", "true"],
+                             capture_output=True, text=True, env=env, timeout=60, check=False)  # fmt: skip
+    assert missing.returncode == 1 and "give both" in missing.stderr
