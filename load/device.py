@@ -31,7 +31,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from devices.estate import Device
 from devices.topics import device_topic
 from devices.types import Channel
-from load.ledger import DeviceRecord
+from load.ledger import DeviceTally
 from sim.behaviour import Behaviour
 from sim.schedule import Schedule
 
@@ -98,7 +98,7 @@ class DeviceLink:
         on_ack: Callable[[Acked], None] = lambda a: None,
     ) -> None:
         self.device = device
-        self.record = DeviceRecord(device.type.value)
+        self.record = DeviceTally(device.type.value)
         self.on_ack = on_ack
         self.seq = 0
         self.topics = {ch: device_topic(site, device.type, device.id, ch) for ch in Channel}

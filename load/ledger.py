@@ -36,7 +36,7 @@ def from_ranges(ranges: Iterable[Iterable[int]]) -> set[int]:
 
 
 @dataclass
-class DeviceRecord:
+class DeviceTally:
     type: str
     acked: set[int] = field(default_factory=set)
     unacked: set[int] = field(default_factory=set)  # sent, no PUBACK when the run ended
@@ -59,7 +59,7 @@ class DeviceRecord:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "DeviceRecord":
+    def from_json(cls, data: dict[str, Any]) -> "DeviceTally":
         return cls(
             data["type"],
             from_ranges(data["acked"]),
@@ -73,7 +73,7 @@ class DeviceRecord:
 @dataclass
 class Ledger:
     site: str
-    devices: dict[str, DeviceRecord] = field(default_factory=dict)
+    devices: dict[str, DeviceTally] = field(default_factory=dict)
     started: float = 0.0  # wall-clock seconds: the first device's start
     ended: float = 0.0
 
@@ -98,7 +98,7 @@ class Ledger:
             data = json.loads(path.read_text())
             part = cls(
                 data["site"],
-                {d: DeviceRecord.from_json(r) for d, r in data["devices"].items()},
+                {d: DeviceTally.from_json(r) for d, r in data["devices"].items()},
                 data["started"],
                 data["ended"],
             )

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from devices.estate import owning_grid
 from devices.types import DeviceType
-from store.registry.db import Registry, bump_devices_version, devices_version
+from store.registry.db import DeviceInfo, Registry, bump_devices_version, devices_version
 from store.registry.schema import BuildingRow, DeviceCredentialRow, DeviceRow, SiteRow, UnitRow, ZoneRow
 
 
@@ -25,19 +25,11 @@ class DevicePlaceError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class DeviceRecord:
-    site: str
-    id: str
-    type: DeviceType
-    building: str | None
-    unit: str | None
-    floor: int | None
-    zone: str | None
-    grid: str | None
-    interval_s: int
+class DeviceRecord(DeviceInfo):
+    """A device as its owners manage it: what services see, and who made it and how it connects."""
+
     vendor: str | None
     label: str | None
-    enabled: bool
     username: str | None  # its broker client, when it has per-device credentials
 
 
@@ -138,9 +130,9 @@ class DeviceAdmin:
             zone_grid = {(z, i): g for z, i, g in await s.execute(select(ZoneRow.site_id, ZoneRow.id, ZoneRow.grid_id))}
         return [
             DeviceRecord(
-                site, did, DeviceType(kind), building, unit, floor, zone,
-                owning_grid(zone_grid.get((site, zone or "")), building_grid.get((site, building or ""))),
-                interval, vendor, label, enabled, username,
+                site=site, id=did, type=DeviceType(kind), building=building, unit=unit, floor=floor, zone=zone,
+                grid=owning_grid(zone_grid.get((site, zone or "")), building_grid.get((site, building or ""))),
+                interval_s=interval, enabled=enabled, vendor=vendor, label=label, username=username,
             )
             for site, did, kind, building, unit, floor, zone, interval, vendor, label, enabled, username in rows
         ]  # fmt: skip

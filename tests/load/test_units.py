@@ -12,7 +12,7 @@ from devices.estate import Estate
 from devices.types import Channel, DeviceType
 from load.claims import claim
 from load.device import DeviceClock
-from load.ledger import DeviceRecord, Ledger, from_ranges, to_ranges
+from load.ledger import DeviceTally, Ledger, from_ranges, to_ranges
 from load.scenarios import PEAK_TYPES, SCENARIOS
 from load.verify import judge, latency_of
 from sim.behaviour import Fleet
@@ -34,25 +34,25 @@ def _write_as(ledger: Ledger, folder: Path, name: str) -> None:
 def test_ledgers_of_the_processes_merge_and_a_device_played_twice_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         Ledger.read(tmp_path)
-    _write_as(Ledger("s", {"d1": DeviceRecord("radio", acked={1, 2}, connects=[5.0])}, 10.0, 20.0), tmp_path, "a")
-    _write_as(Ledger("s", {"d2": DeviceRecord("radio", acked={1}, unacked={2})}, 11.0, 22.0), tmp_path, "b")
+    _write_as(Ledger("s", {"d1": DeviceTally("radio", acked={1, 2}, connects=[5.0])}, 10.0, 20.0), tmp_path, "a")
+    _write_as(Ledger("s", {"d2": DeviceTally("radio", acked={1}, unacked={2})}, 11.0, 22.0), tmp_path, "b")
     merged = Ledger.read(tmp_path)
     assert set(merged.devices) == {"d1", "d2"}
     assert (merged.started, merged.ended) == (10.0, 22.0)
     assert merged.devices["d1"].acked == {1, 2} and merged.devices["d2"].unacked == {2}
     assert merged.devices["d1"].connected_at_end and not merged.devices["d2"].connected_at_end
-    _write_as(Ledger("s", {"d1": DeviceRecord("radio", acked={1})}, 10.0, 20.0), tmp_path, "c")
+    _write_as(Ledger("s", {"d1": DeviceTally("radio", acked={1})}, 10.0, 20.0), tmp_path, "c")
     with pytest.raises(ValueError, match="two ledgers"):
         Ledger.read(tmp_path)
 
 
 def test_the_verdict_names_loss_duplicates_and_strangers() -> None:
     ledger = Ledger("s", {
-        "ok": DeviceRecord("radio", acked={1, 2, 3}),
-        "lossy": DeviceRecord("radio", acked={1, 2, 3, 4}),
-        "twice": DeviceRecord("radio", acked={1, 2}),
-        "late": DeviceRecord("radio", acked={1}, unacked={2, 3}),
-        "silent": DeviceRecord("radio", acked={1}),
+        "ok": DeviceTally("radio", acked={1, 2, 3}),
+        "lossy": DeviceTally("radio", acked={1, 2, 3, 4}),
+        "twice": DeviceTally("radio", acked={1, 2}),
+        "late": DeviceTally("radio", acked={1}, unacked={2, 3}),
+        "silent": DeviceTally("radio", acked={1}),
     })  # fmt: skip
     stored = {
         "ok": Counter({1: 1, 2: 1, 3: 1}),
@@ -66,7 +66,7 @@ def test_the_verdict_names_loss_duplicates_and_strangers() -> None:
     assert not v.ok
     assert any("lossy: seq 2, 4" in e for e in v.examples["missing"])
     assert any("silent: seq 1" in e for e in v.examples["missing"])
-    assert judge(Ledger("s", {"ok": DeviceRecord("radio", acked={1})}), {"ok": Counter({1: 1})}).ok
+    assert judge(Ledger("s", {"ok": DeviceTally("radio", acked={1})}), {"ok": Counter({1: 1})}).ok
 
 
 def test_latency_percentiles_count_the_timeouts_apart() -> None:
