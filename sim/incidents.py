@@ -7,7 +7,8 @@ from enum import StrEnum
 from devices.estate import Estate, ZoneKind
 from devices.types import Channel, DeviceType
 from sim.behaviour import Behaviour, Emission, make_plate
-from sim.behaviours import Camera, PowerMeter, Radio, SmokeSensor, SpaceSensor
+from sim.behaviours import Camera, PowerMeter, SmokeSensor, SpaceSensor
+from sim.patrol import Radio
 
 DAY_MS = 86_400_000
 
