@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from devices.catalog import CATALOG
 from devices.types import Channel
-from ingest.lines import escape_key, measurement
 from ingest.metrics import IngestMetrics
 from store.influx import Influx, InfluxError
+from store.series import line, measurement
 
 log = logging.getLogger("estatewatch.ingest.completeness")
 COMPLETENESS_MEASUREMENT = "ingest_completeness"
@@ -64,11 +64,16 @@ def _measurements_regex() -> str:
 
 def completeness_line(key: tuple[str, str, str], received: int, expected: int, low: int, high: int, end_ms: int) -> str:
     """One device's ``ingest_completeness`` point: what arrived against the seq range it spans."""
-    site, device_type, device_id = (escape_key(k) for k in key)
-    return (
-        f"{COMPLETENESS_MEASUREMENT},device_id={device_id},device_type={device_type},site={site} "
-        f"received={received}i,expected={expected}i,missing={max(0, expected - received)}i,"
-        f"first_seq={low}i,last_seq={high}i {end_ms}"
+    site, device_type, device_id = key
+    fields = {
+        "received": received,
+        "expected": expected,
+        "missing": max(0, expected - received),
+        "first_seq": low,
+        "last_seq": high,
+    }
+    return line(
+        COMPLETENESS_MEASUREMENT, {"device_id": device_id, "device_type": device_type, "site": site}, fields, end_ms
     )
 
 

@@ -8,35 +8,13 @@ InfluxDB refuse the point).
 """
 
 from collections.abc import Callable
-from enum import Enum
 from functools import cache
 from typing import Any
 
 from devices.payloads.common import Reading, Status
 from devices.types import Channel
 from store.registry.db import DeviceInfo
-from store.series import TAG_FIELDS, TAG_NAMES, all_fields, escape_key, escape_string, field_kinds, measurement
-
-__all__ = ["all_fields", "encode", "escape_key", "escape_string", "forget_series", "measurement", "timestamp_ns"]
-
-
-def _float(value: Any) -> str:
-    return repr(float(value))
-
-
-def _int(value: Any) -> str:
-    return f"{value}i"
-
-
-def _bool(value: Any) -> str:
-    return "true" if value else "false"
-
-
-def _str(value: Any) -> str:
-    return escape_string(value.value if isinstance(value, Enum) else str(value))
-
-
-_FORMAT = {"float": _float, "int": _int, "bool": _bool, "str": _str}
+from store.series import FORMAT, TAG_FIELDS, TAG_NAMES, field_kinds, measurement, tag_set
 
 
 @cache
@@ -46,7 +24,7 @@ def _plan(
     """Per model, once: which fields become tags (name, tag key) and how each field is written."""
     kinds = field_kinds(model)
     tags = tuple((n, TAG_NAMES.get(n, n)) for n, _ in kinds if n in TAG_FIELDS)
-    fields = tuple((n, f"{n}=", _FORMAT[k]) for n, k in kinds if n not in TAG_FIELDS)
+    fields = tuple((n, f"{n}=", FORMAT[k]) for n, k in kinds if n not in TAG_FIELDS)
     return tags, fields
 
 
@@ -72,8 +50,7 @@ def _series_key(device: DeviceInfo, channel: Channel, extra: tuple[tuple[str, st
             "zone": device.zone,
             "grid": device.grid,
         }
-        pairs = sorted([*((k, v) for k, v in tags.items() if v), *extra])
-        found = measurement(device.type, channel) + "".join(f",{escape_key(k)}={escape_key(v)}" for k, v in pairs)
+        found = measurement(device.type, channel) + tag_set([*tags.items(), *extra])
         _series[key] = found
     return found
 

@@ -104,9 +104,7 @@ class Writer:
         while True:
             started = time.perf_counter()
             try:
-                await self.influx.write(
-                    gzip.compress(body, 1) if zipped else body, gzip=zipped, precision="ns", rp=rp
-                )
+                await self.influx.write(gzip.compress(body, 1) if zipped else body, gzip=zipped, precision="ns", rp=rp)
             except InfluxError as exc:
                 self.metrics.influx_errors.labels(str(exc.status or "connect")).inc()
                 if exc.status in (400, 413):

@@ -179,8 +179,17 @@ class DeviceAdmin:
                 raise DeviceConflictError(f"device {device_id!r} already exists at {site!r}")
             s.add(
                 DeviceRow(
-                    site_id=site, id=device_id, type=device_type.value, building_id=building, unit_id=unit,
-                    floor=floor, zone_id=zone, interval_s=interval_s, vendor=vendor, label=label, enabled=True,
+                    site_id=site,
+                    id=device_id,
+                    type=device_type.value,
+                    building_id=building,
+                    unit_id=unit,
+                    floor=floor,
+                    zone_id=zone,
+                    interval_s=interval_s,
+                    vendor=vendor,
+                    label=label,
+                    enabled=True,
                 )
             )
             s.add(DeviceCredentialRow(site_id=site, device_id=device_id, username=username, created_ms=_now_ms()))
@@ -207,9 +216,7 @@ class DeviceAdmin:
             query = select(DeviceCredentialRow.device_id).where(DeviceCredentialRow.site_id == site)
             known = set((await s.scalars(query)).all())
             new = [(d, u) for d, u in usernames.items() if d not in known]
-            s.add_all(
-                DeviceCredentialRow(site_id=site, device_id=d, username=u, created_ms=_now_ms()) for d, u in new
-            )
+            s.add_all(DeviceCredentialRow(site_id=site, device_id=d, username=u, created_ms=_now_ms()) for d, u in new)
         return len(new)
 
     async def set_enabled(self, site: str, device_id: str, enabled: bool) -> None:

@@ -154,9 +154,7 @@ PLATFORM_USERS: dict[str, tuple[str, ...]] = {
 }
 
 
-def platform_dynsec(
-    passwords: dict[str, str], devices: list[tuple[str, str, str, str]] | None = None
-) -> DynsecFile:
+def platform_dynsec(passwords: dict[str, str], devices: list[tuple[str, str, str, str]] | None = None) -> DynsecFile:
     """The dynsec file a new broker starts with: the platform's roles and users, and the given
     devices' own clients and roles ((site, type, id, password) each): the same clients the API
     creates through $CONTROL, written at once (the plugin rewrites its file after every command)."""

@@ -4,6 +4,7 @@ kind of every field. Ingest writes by these rules; rules, dashboards and the API
 
 import types
 import typing
+from collections.abc import Callable, Iterable, Mapping
 from enum import Enum
 from functools import cache
 from typing import Any, Literal
@@ -33,23 +34,51 @@ def escape_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def field_value(value: object) -> str:
-    """A field as line protocol writes it: ``true``, ``3i``, ``3.0``, ``"text"``. Every writer of the
-    platform's own points uses this (ingest's readings have a faster plan of their own, ``ingest/lines.py``)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return f"{value}i"
-    if isinstance(value, float):
-        return repr(value)
+def _float(value: Any) -> str:
+    return repr(float(value))  # an int in a float field stays a float: a field's type never changes
+
+
+def _int(value: Any) -> str:
+    return f"{value}i"
+
+
+def _bool(value: Any) -> str:
+    return "true" if value else "false"
+
+
+def _str(value: Any) -> str:
     return escape_string(value.value if isinstance(value, Enum) else str(value))
 
 
-def line(measurement: str, tags: dict[str, str | None], fields: dict[str, object], ts: int) -> str:
+# How each kind of field is written; ingest's per-model plans (ingest/lines.py) pick from it once.
+FORMAT: dict[FieldKind, Callable[[Any], str]] = {"float": _float, "int": _int, "bool": _bool, "str": _str}
+
+
+def value_kind(value: object) -> FieldKind:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    return "str"
+
+
+def field_value(value: object) -> str:
+    """A field as line protocol writes it, kind taken from the Python value: ``true``, ``3i``,
+    ``3.0``, ``"text"``."""
+    return FORMAT[value_kind(value)](value)
+
+
+def tag_set(pairs: Iterable[tuple[str, str | None]]) -> str:
+    """``,key=value`` for each pair with a value, sorted by key as InfluxDB prefers."""
+    return "".join(f",{escape_key(k)}={escape_key(v)}" for k, v in sorted(pairs) if v)
+
+
+def line(measurement: str, tags: Mapping[str, str | None], fields: Mapping[str, object], ts: int) -> str:
     """One point: tags sorted (empty ones left out), fields in the order given, ``ts`` as is."""
-    tag_part = "".join(f",{escape_key(k)}={escape_key(v)}" for k, v in sorted(tags.items()) if v)
     field_part = ",".join(f"{escape_key(k)}={field_value(v)}" for k, v in fields.items() if v is not None)
-    return f"{escape_key(measurement)}{tag_part} {field_part} {ts}"
+    return f"{escape_key(measurement)}{tag_set(tags.items())} {field_part} {ts}"
 
 
 def _kind(annotation: Any) -> FieldKind:

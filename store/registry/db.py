@@ -239,8 +239,9 @@ class Registry:
                 unit=r.unit_id,
                 floor=r.floor,
                 zone=r.zone_id,
-                grid=owning_grid(zone_grid.get((r.site_id, r.zone_id or "")),
-                                 building_grid.get((r.site_id, r.building_id or ""))),
+                grid=owning_grid(
+                    zone_grid.get((r.site_id, r.zone_id or "")), building_grid.get((r.site_id, r.building_id or ""))
+                ),
                 interval_s=r.interval_s,
                 enabled=r.enabled,
             )

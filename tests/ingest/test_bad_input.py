@@ -122,6 +122,7 @@ def test_bad_inputs_are_rejected_and_good_ones_around_them_stored(
         time.sleep(0.2)
     assert sorted(int(r["seq"]) for r in rows) == list(range(1, good + 1))  # type: ignore[call-overload]
     assert all(r["power_w"] == 20.0 + int(r["seq"]) for r in rows)  # type: ignore[call-overload]
+
     def stored_rejects() -> dict[object, object]:
         rows = influxd.query(influx_db, 'SELECT count(payload_bytes) FROM "rejects"."ingest_rejects" GROUP BY reason')
         return {r["reason"]: r["count"] for r in rows}

@@ -63,7 +63,8 @@ async def test_a_poison_flood_is_counted_once_acknowledged_and_not_redelivered(
             def settled() -> bool:  # the simulator's last statuses may still be in flight
                 m = worker.metrics()
                 return m["ingest_inflight_messages"] == 0 and _total(m, "ingest_acknowledged_total{") == _total(
-                    m, "ingest_messages_total{")
+                    m, "ingest_messages_total{"
+                )
 
             assert await eventually(settled, 20)
             metrics = worker.metrics()

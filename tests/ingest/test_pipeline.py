@@ -6,7 +6,7 @@ from pathlib import Path
 
 from devices.estate import Estate
 from devices.topics import parse_topic
-from ingest.lines import measurement
+from store.series import measurement
 from tests.support.ingest import wait_until_stored
 from tests.support.pipeline import Factory, simulate
 from tests.support.servers import Broker, InfluxServer

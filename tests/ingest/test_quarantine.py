@@ -81,9 +81,7 @@ async def test_a_noisy_device_is_quarantined(
         return not found.enabled
 
     assert await until(disabled, 10)
-    assert reports.wait_for(
-        lambda r: any(NoisyDevice.model_validate_json(p).quarantined for _, p, _ in r.messages), 10
-    )
+    assert reports.wait_for(lambda r: any(NoisyDevice.model_validate_json(p).quarantined for _, p, _ in r.messages), 10)
     stop(reports_client)
     assert worker.metrics()["ingest_quarantined_devices_total"] == 1
 

@@ -10,13 +10,14 @@ from hypothesis import strategies as st
 from devices.catalog import parse_payload
 from devices.types import Channel, DeviceType
 from ingest.completeness import Completeness, SeqTracker
-from ingest.lines import all_fields, encode, escape_key, escape_string
+from ingest.lines import encode
 from ingest.metrics import IngestMetrics
 from ingest.spool import Spool, SpoolFullError
 from runtime.health import HealthServer
 from store.influx import Influx
 from store.registry.db import DeviceInfo
 from store.retention import duration_ms
+from store.series import all_fields, escape_key, escape_string
 from tests.support.servers import InfluxServer
 
 DEVICE = DeviceInfo("s1", "chg-1", DeviceType.EV_CHARGER, "b1", "b1-u1", None, None, "g1", 60, True)

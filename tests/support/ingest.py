@@ -14,9 +14,9 @@ from pathlib import Path
 from devices.catalog import CATALOG
 from devices.estate import Estate
 from devices.types import Channel
-from ingest.lines import measurement
 from stack.procs import free_port
 from store.registry.db import Registry
+from store.series import measurement
 from tests.support.servers import Broker, InfluxServer
 
 MEASUREMENTS = (
