@@ -280,15 +280,20 @@ class Simulator:
         except* ConnectionError as group:
             raise group.exceptions[0] from None  # one clear reason, not 6,160 copies of it
 
+    async def flush(self, within_s: float) -> None:
+        """Wait (at most ``within_s``) until the broker has acknowledged every publish."""
+        live = [d for d in self._devices if d.ever_connected]
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline and any(  # noqa: ASYNC110 - polling beats one event per client
+            d.backlog or not d.client._persistent_storage.is_empty for d in live
+        ):
+            await asyncio.sleep(0.05)
+
     async def _disconnect_all(self, flush_s: float) -> None:
         """Wait (bounded) for outstanding PUBACKs, then leave with the will: devices go offline."""
         live = [d for d in self._devices if d.ever_connected]
         if flush_s > 0:
-            deadline = time.monotonic() + flush_s
-            while time.monotonic() < deadline and any(  # noqa: ASYNC110 - polling beats one event per client
-                d.backlog or not d.client._persistent_storage.is_empty for d in live
-            ):
-                await asyncio.sleep(0.05)
+            await self.flush(flush_s)
         # Reason code 0x04 ("disconnect with will message") publishes each device's retained offline.
         results = await asyncio.gather(*(d.client.disconnect(reason_code=4) for d in live), return_exceptions=True)
         for r in results:

@@ -99,23 +99,30 @@ async def test_incidents_are_injected(broker: Broker, small: Estate) -> None:
         async with Simulator(small, small.devices, options) as sim:
             await sim.run()
         assert len(sim.injected) == 6
-        await asyncio.sleep(1)
+
+        def events(device: str) -> list[dict[str, object]]:
+            out = []
+            with rec.lock:
+                messages = list(rec.messages)
+            for topic, payload, _ in messages:
+                if topic.endswith(f"/{device}/event"):
+                    body = json.loads(payload)
+                    out += body if isinstance(body, list) else [body]
+            return out
+
+        def every_incident_heard() -> bool:
+            return (
+                any(e["type"] == "alarm" for e in events("smk-b001-u1-101"))
+                and any(e["type"] == "sos" for e in events("radio-01"))
+                and any(e["type"] == "zone_occupied" and e.get("plate") for e in events("cam-fl-01"))
+                and any(e["type"] == "occupied" for e in events("sp-fl-01-1"))
+                and any(e["type"] == "ebike_detected" for e in events("cam-b001-u1"))
+            )
+
+        # Every publish was acknowledged before the simulator left; the recorder may still be reading.
+        assert await eventually(every_incident_heard), "an injected incident never reached the broker"
     finally:
         stop(client)
-
-    def events(device: str) -> list[dict[str, object]]:
-        out = []
-        for topic, payload, _ in rec.messages:
-            if topic.endswith(f"/{device}/event"):
-                body = json.loads(payload)
-                out += body if isinstance(body, list) else [body]
-        return out
-
-    assert any(e["type"] == "alarm" for e in events("smk-b001-u1-101"))
-    assert any(e["type"] == "sos" for e in events("radio-01"))
-    assert any(e["type"] == "zone_occupied" and e.get("plate") for e in events("cam-fl-01"))
-    assert any(e["type"] == "occupied" for e in events("sp-fl-01-1"))
-    assert any(e["type"] == "ebike_detected" for e in events("cam-b001-u1"))
     meter = [json.loads(p) for t, p, _ in rec.messages if t.endswith("/pm-b001-u1/telemetry")]
     assert max(m["power_w"] for m in meter) > 200, "the injected charger shows on the corridor circuit"
     gate_reads = [e for e in events("vg-north") if e["type"] == "plate_read"]
@@ -230,3 +237,59 @@ def test_wrong_credentials_are_a_clear_error_for_simulator_and_ingest(broker: Br
         assert result.returncode == 1, (args, result.stderr[-1500:])
         assert "refused the connection" in result.stderr and "Not authorized" in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_sigterm_stops_publishing_waits_for_acks_and_exits_0(broker: Broker, small: Estate, tmp_path: Path) -> None:
+    """The simulator runs under the services' runtime: SIGTERM drains (every publish acknowledged,
+    every device offline by its will) and the exit code is 0."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from devices.estate import dump_estate
+
+    estate_file = tmp_path / "small.yaml"
+    estate_file.write_text(dump_estate(small), encoding="utf-8")
+    client, rec = subscribe(broker.port, "estate/v1/+/+/+/status", client_id="status-recorder")
+    args = ["simulate", "--estate", str(estate_file), "--mqtt-url", broker.url("simulator"), "--speed", "60"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "estatewatch", *args, "--progress-every", "0.5"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
+    watchdog = threading.Timer(90, proc.kill)  # a hung simulator ends the loop below, and fails
+    watchdog.start()
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # running once every device is connected and something was sent
+            if f"{len(small.devices)}/{len(small.devices)} connected" in line and "sent 0 " not in line:
+                break
+        else:
+            raise AssertionError(f"the simulator ended by itself: exit {proc.wait()}")
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stderr.read()
+        assert proc.wait(60) == 0, rest[-2000:]
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+    try:
+
+        def each_went_online_then_offline(r: Recorder) -> bool:
+            states: dict[str, list[str]] = defaultdict(list)
+            with r.lock:
+                for topic, payload, _ in r.messages:
+                    states[topic.split("/")[4]].append(json.loads(payload)["state"])
+            return len(states) == len(small.devices) and all(
+                "online" in s and s[-1] == "offline" for s in states.values()
+            )
+
+        assert rec.wait_for(each_went_online_then_offline, 10), "a device did not leave by its will"
+    finally:
+        stop(client)
+    totals = json.loads(rest.strip().splitlines()[-1])["simulated"]
+    assert totals["messages"] > 0
+    assert totals["acked"] == totals["messages"] + totals["statuses"], "SIGTERM left publishes unacknowledged"
