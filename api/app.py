@@ -1,10 +1,11 @@
 """The FastAPI application: ``create_app(settings)``; the lifespan owns every client."""
 
+import asyncio
 import gc
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -15,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import errors
 from api.routes import alerts, devices, estate, health, page, rejects, telemetry, tokens
 from api.settings import ApiSettings
-from api.state import open_state
+from api.state import ApiService
 
 log = logging.getLogger("estatewatch.api.access")
 PREFIX = "/api/v1"
@@ -73,16 +74,30 @@ def _route_name(request: Request) -> str:
     return path
 
 
-def create_app(settings: ApiSettings) -> FastAPI:
+async def _when_stopped(service: ApiService, on_failure: Callable[[], None] | None) -> None:
+    await service.wait()
+    if service.failed is not None and on_failure is not None:
+        on_failure()
+
+
+def create_app(settings: ApiSettings, on_failure: Callable[[], None] | None = None) -> FastAPI:
+    """``on_failure``: called when one of the service's tasks has died (the CLI stops uvicorn)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_state(settings) as state:
-            app.state.api = state
+        async with ApiService(settings) as service:
+            assert service.state is not None
+            app.state.api = service.state
+            app.state.service = service
             # What start-up built lives as long as the process: keep the collector's full passes from
             # walking it again and again (each one a pause for every request in flight).
             gc.collect()
             gc.freeze()
-            yield
+            watcher = asyncio.create_task(_when_stopped(service, on_failure), name="api:watch")
+            try:
+                yield
+            finally:
+                watcher.cancel()
 
     app = FastAPI(
         title="EstateWatch API",

@@ -13,7 +13,7 @@ import json
 import logging
 import random
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Self
+from typing import Any
 
 import aiomqtt
 
@@ -45,21 +45,14 @@ class ApiBroker:
         self.on_reconnect: list[Callable[[], None]] = []
         # Device telemetry for the last-value cache (QoS 0: a missed one is looked up in InfluxDB).
         self.on_telemetry: Callable[[str, bytes], None] | None = None
-        self._task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> Self:
-        self._task = asyncio.create_task(self._run_forever(), name="api-mqtt")
-        with contextlib.suppress(TimeoutError):  # readiness says so; the API serves reads meanwhile
-            await asyncio.wait_for(self.connected.wait(), self.timeout_s)
-        return self
+    async def wait_connected(self, within_s: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.connected.wait(), within_s)
+        return self.connected.is_set()
 
-    async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run_forever(self) -> None:
+    async def run(self) -> None:
+        """Stay connected (jittered backoff between attempts); a task of the API service."""
         delay = 0.5
         while True:
             try:

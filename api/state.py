@@ -1,8 +1,7 @@
 """What the API's lifespan owns: one of each client, built at start, closed at stop."""
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
+import logging
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -13,12 +12,15 @@ from api.last_values import LastValues
 from api.mqtt import ApiBroker
 from api.settings import ApiSettings
 from ingest.admission import CurrentAdmission
+from runtime.service import Service
 from store.alerts import AlertStore
 from store.devices import DeviceAdmin
 from store.estate_settings import EstateSettings
 from store.influx import Influx
 from store.registry.db import Registry
 from store.tokens import TokenStore
+
+log = logging.getLogger("estatewatch.api")
 
 
 class ApiMetrics:
@@ -53,21 +55,32 @@ class ApiState:
     admission: CurrentAdmission
 
 
-@contextlib.asynccontextmanager
-async def open_state(settings: ApiSettings) -> AsyncIterator[ApiState]:
-    async with contextlib.AsyncExitStack() as stack:
-        registry = await stack.enter_async_context(Registry(settings.db_url, pooled=True))
-        influx = await stack.enter_async_context(
+class ApiService(Service):
+    """The API's clients and its broker connection, under the runtime every service shares: a task
+    that dies stops the service, and the API command then stops uvicorn and exits 1. Requests are
+    uvicorn's to drain (``timeout_graceful_shutdown``); nothing here holds work of its own."""
+
+    def __init__(self, settings: ApiSettings) -> None:
+        super().__init__("api", log, settings.drain_s)
+        self.settings = settings
+        self.state: ApiState | None = None
+
+    async def open(self) -> None:
+        settings = self.settings
+        registry = await self.stack.enter_async_context(Registry(settings.db_url, pooled=True))
+        influx = await self.stack.enter_async_context(
             Influx(settings.influx_url, settings.influx_database, timeout_s=settings.api_query_timeout_s)
         )
         last_values = LastValues()
         broker = ApiBroker(settings.mqtt, settings.api_client_id, settings.api_broker_timeout_s)
         broker.on_telemetry = last_values.on_message  # before connecting: it subscribes on connect
         broker.on_reconnect.append(last_values.forget_known)
-        await stack.enter_async_context(broker)
         alert_lists = ChangeCache(settings.api_alert_cache_s)
         broker.on_alert_change.append(lambda doc: alert_lists.changed(list_affected_by(doc)))
-        yield ApiState(
+        self.task("mqtt", broker.run())
+        # Not connected in time: readiness says so, and the API serves reads meanwhile.
+        await broker.wait_connected(settings.api_broker_timeout_s)
+        self.state = ApiState(
             settings=settings,
             registry=registry,
             influx=influx,

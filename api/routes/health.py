@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import generate_latest
 from sqlalchemy import text
@@ -13,9 +13,18 @@ from api.deps import State
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", operation_id="health", summary="The process answers")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+@router.get(
+    "/healthz",
+    operation_id="health",
+    summary="The process answers and its background tasks run",
+    responses={503: {"description": "a background task has stopped; the body says which"}},
+)
+async def healthz(request: Request) -> JSONResponse:
+    service = getattr(request.app.state, "service", None)
+    problem = service.problem() if service is not None else "starting"
+    if problem is not None:
+        return JSONResponse({"status": "failing", "problem": problem}, 503)
+    return JSONResponse({"status": "ok"})
 
 
 @router.get(

@@ -122,14 +122,30 @@ def api(**values: Any) -> None:
     logging.getLogger("estatewatch.api").info(
         "api listening", extra={"url": f"http://{settings.api_host}:{settings.api_port}/api/v1/docs"}
     )
-    uvicorn.run(
-        create_app(settings),
-        host=settings.api_host,
-        port=settings.api_port,
-        log_config=None,
-        access_log=False,  # the app logs requests itself, without query strings or headers
-        timeout_graceful_shutdown=int(settings.drain_s),
-        # uvicorn's 5 s default closes a phone's connection between two polls, and a request sent as
-        # it closes fails (seen in the load test): idle connections outlive the polling interval.
-        timeout_keep_alive=settings.api_keep_alive_s,
+    server: uvicorn.Server | None = None
+
+    def stop_serving() -> None:
+        assert server is not None
+        server.should_exit = True  # uvicorn's own graceful stop: requests in flight finish
+
+    app = create_app(settings, on_failure=stop_serving)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=settings.api_host,
+            port=settings.api_port,
+            log_config=None,
+            access_log=False,  # the app logs requests itself, without query strings or headers
+            timeout_graceful_shutdown=int(settings.drain_s),
+            # uvicorn's 5 s default closes a phone's connection between two polls, and a request sent
+            # as it closes fails (seen in the load test): idle connections outlive the polling interval.
+            timeout_keep_alive=settings.api_keep_alive_s,
+        )
     )
+    server.run()
+    if not server.started:
+        sys.exit(3)  # as uvicorn.run: start-up failed (the log says why)
+    failed = getattr(app.state, "service", None) and app.state.service.failed
+    if failed:
+        print(f"stopped because {failed}", file=sys.stderr, flush=True)
+        sys.exit(1)

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from estatewatch.cli import main
 from stack.procs import free_port
 from tests.support.api import RunningApi, Tokens, api_settings, running_api
-from tests.support.servers import Broker, InfluxServer
+from tests.support.servers import PASSWORD, Broker, InfluxServer
 
 
 async def test_health_ready_and_metrics(api: RunningApi, tokens: Tokens) -> None:
@@ -37,6 +37,42 @@ async def test_readiness_names_what_is_away(
         assert (await c.get("/healthz")).status_code == 200
     assert r.status_code == 503
     assert r.json()["checks"] == {"broker": False, "influxdb": False, "registry": True}
+
+
+async def test_a_dead_background_task_fails_health_and_stops_the_server(
+    broker: Broker, influxd: InfluxServer, influx_db: str, registry_url: str, tmp_path: Path
+) -> None:
+    """The API's broker connection is a task of its service: if it dies, /healthz says so and the
+    server stops (``estatewatch api`` then exits 1) rather than serving on without alert changes."""
+    import asyncio
+
+    import paho.mqtt.publish
+
+    settings = api_settings(broker, influxd.url, influx_db, registry_url, tmp_path)
+
+    def broken(topic: str, payload: bytes) -> None:
+        raise ValueError("a bug in the last-value cache")
+
+    def a_reading_arrives() -> None:
+        paho.mqtt.publish.single(
+            "estate/v1/small/smoke_sensor/smk-1/telemetry", b"{}", qos=1, port=broker.port,
+            auth={"username": "service", "password": PASSWORD},
+        )  # fmt: skip
+
+    for stop_on_failure in (False, True):
+        async with running_api(settings, stop_on_failure=stop_on_failure) as api, api.client() as c:
+            assert (await c.get("/healthz")).status_code == 200
+            api.state.broker.on_telemetry = broken
+            await asyncio.to_thread(a_reading_arrives)
+            if stop_on_failure:  # the server stops by itself (or the test times out)
+                await asyncio.wait_for(asyncio.shield(api.server), 30)
+            else:
+                await asyncio.wait_for(api.app.state.service.wait(), 30)
+                health = await c.get("/healthz")
+                assert health.status_code == 503
+                assert health.json() == {"status": "failing", "problem": "task mqtt has stopped"}
+        failed = api.app.state.service.failed
+        assert failed is not None and failed.task == "mqtt" and isinstance(failed.error, ValueError)
 
 
 async def test_requests_are_logged_without_tokens_or_query_values(

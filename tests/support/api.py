@@ -38,6 +38,7 @@ def api_settings(broker: Broker, influx_url: str, db: str, registry_url: str, tm
 class RunningApi:
     url: str
     app: FastAPI
+    server: "asyncio.Task[None]"
 
     @property
     def state(self) -> ApiState:
@@ -50,8 +51,15 @@ class RunningApi:
 
 
 @asynccontextmanager
-async def running_api(settings: ApiSettings) -> AsyncIterator[RunningApi]:
-    app = create_app(settings)
+async def running_api(settings: ApiSettings, stop_on_failure: bool = False) -> AsyncIterator[RunningApi]:
+    """``stop_on_failure``: a dead background task stops the server, as ``estatewatch api`` does."""
+    server: uvicorn.Server | None = None
+
+    def stop_serving() -> None:
+        assert server is not None
+        server.should_exit = True
+
+    app = create_app(settings, on_failure=stop_serving if stop_on_failure else None)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.api_port, log_config=None))
 
     async def serve() -> None:
@@ -66,7 +74,7 @@ async def running_api(settings: ApiSettings) -> AsyncIterator[RunningApi]:
             if task.done():
                 task.result()  # raises what stopped it
             await asyncio.sleep(0.02)
-        yield RunningApi(f"http://127.0.0.1:{settings.api_port}", app)
+        yield RunningApi(f"http://127.0.0.1:{settings.api_port}", app, task)
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 15)
