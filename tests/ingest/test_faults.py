@@ -8,7 +8,7 @@ from devices.estate import Estate
 from sim.runner import Simulator
 from tests.support.faults import FaultProxy
 from tests.support.ingest import eventually, wait_until_stored
-from tests.support.pipeline import Factory, simulate
+from tests.support.pipeline import Factory, after_published, simulate
 from tests.support.rules import Device
 from tests.support.servers import Broker, InfluxServer, start_influx
 
@@ -19,9 +19,9 @@ async def test_kill_9_mid_stream_then_restart(
     worker = ingest_factory("ingest-k").start()
 
     async def crash(sim: Simulator) -> None:
-        await asyncio.sleep(3)
+        await after_published(sim, 400)
         worker.kill()
-        await asyncio.sleep(2)
+        await after_published(sim, 300)  # queued for the dead worker's session meanwhile
         await asyncio.to_thread(worker.start)
 
     sent = await simulate(small, broker, 8, speed=60, rate_scale=4, during=crash)
@@ -35,7 +35,7 @@ async def test_sigterm_drains_and_exits_cleanly(
     codes: list[int] = []
 
     async def restart(sim: Simulator) -> None:
-        await asyncio.sleep(3)
+        await after_published(sim, 400)
         started = time.monotonic()
         codes.append(await asyncio.to_thread(worker.terminate))
         assert time.monotonic() - started < 25
@@ -53,7 +53,7 @@ async def test_two_workers_share_the_load_and_one_is_killed(
     b = ingest_factory("ingest-b", ESTATEWATCH_INGEST_SHARE_GROUP="ingest").start()
 
     async def kill_b(sim: Simulator) -> None:
-        await asyncio.sleep(3)
+        await after_published(sim, 400)
         b.kill()
 
     sent = await simulate(small, broker, 7, speed=60, rate_scale=4, during=kill_b)
@@ -75,9 +75,9 @@ async def test_broker_restart_with_persistence(
     ingest_factory("ingest-r").start()  # the default: a plain subscription
 
     async def restart(sim: Simulator) -> None:
-        await asyncio.sleep(3)
+        await after_published(sim, 400)
         await asyncio.to_thread(broker.stop)
-        await asyncio.sleep(1)
+        # Devices queue while the broker is away (gmqtt keeps what was not acknowledged).
         await asyncio.to_thread(broker.start)
 
     sent = await simulate(small, broker, 9, speed=60, rate_scale=4, during=restart)
@@ -94,10 +94,10 @@ async def test_influxd_down_under_load_spools_then_replays(
     spooled: list[float] = []
 
     async def outage(sim: Simulator) -> None:
-        await asyncio.sleep(2)
+        await after_published(sim, 300)
         await asyncio.to_thread(own.stop)
-        for _ in range(8):
-            await asyncio.sleep(0.5)
+        for _ in range(8):  # the outage lasts while the simulator publishes 8 x 150 more
+            await after_published(sim, 150)
             rss.append(worker.rss_mb())
         spooled.append(worker.metrics()["ingest_points_spooled_total"])
         await asyncio.to_thread(own.start)
@@ -199,7 +199,9 @@ async def test_a_hanging_influxdb_is_spooled_around(
         ).start()
 
         async def recover(sim: Simulator) -> None:
-            await asyncio.sleep(4)
+            # Hanging until the worker has spooled (its writes timed out) and more has come since.
+            assert await eventually(lambda: worker.metrics()["ingest_points_spooled_total"] > 0, 30)
+            await after_published(sim, 50)
             hanging["on"] = False
 
         sent = await simulate(small, broker, 6, speed=60, during=recover)

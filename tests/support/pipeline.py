@@ -8,7 +8,7 @@ from devices.estate import Estate
 from runtime.settings import parse_mqtt_url
 from sim.incidents import Incident
 from sim.runner import SimOptions, Simulator
-from tests.support.ingest import IngestProcess, ingest_env, load_registry
+from tests.support.ingest import IngestProcess, eventually, ingest_env, load_registry
 from tests.support.servers import Broker, InfluxServer
 
 Factory = Callable[..., IngestProcess]
@@ -38,6 +38,14 @@ def ingest_factory(
     yield make
     for proc in made:
         proc.stop()
+
+
+async def after_published(sim: Simulator, more: int, within_s: float = 30) -> None:
+    """Wait until the simulator has published ``more`` messages beyond what it has now, so that a
+    fault lands mid-stream because of what was sent rather than after a guessed number of seconds."""
+    target = sim.stats.messages + more
+    if not await eventually(lambda: sim.stats.messages >= target, within_s, every=0.02):
+        raise AssertionError(f"the simulator published {sim.stats.messages} of {target} in {within_s} s")
 
 
 async def simulate(
