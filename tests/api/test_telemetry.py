@@ -13,7 +13,7 @@ import pytest
 
 from devices.estate import Estate
 from tests.support.api import RunningApi, Tokens, api_settings, running_api
-from tests.support.ingest import eventually
+from tests.support.ingest import eventually, wait_until_stored
 from tests.support.pipeline import Factory, simulate
 from tests.support.rules import Device
 from tests.support.servers import Broker, InfluxServer
@@ -26,13 +26,8 @@ LATEST = "/api/v1/telemetry/latest"
 async def day(ingest_factory: Factory, broker: Broker, small: Estate, influxd: InfluxServer, influx_db: str) -> int:
     ingest_factory().start()
     start = int(time.time() * 1000) - 3 * 3_600_000
-    await simulate(small, broker, 6, speed=1800, start_ms=start)
-    count = lambda: influxd.query(influx_db, "SELECT count(seq) FROM smoke_sensor")  # noqa: E731
-    assert await eventually(lambda: bool(count()) and count()[0]["count"] >= 8, 20)
-    last: list[dict[str, object]] = []
-    while (now := count()) != last:  # ingest has written everything the simulator sent
-        last = now
-        await asyncio.sleep(1.0)
+    sent = await simulate(small, broker, 6, speed=1800, start_ms=start)
+    await asyncio.to_thread(wait_until_stored, influxd, influx_db, "small", sent)  # every reading, once
     return start
 
 
