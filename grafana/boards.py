@@ -20,15 +20,18 @@ from grafana.queries import (
     HIDE_TIME,
     LEGEND_TABLE,
     PER,
-    TELEMETRY,
     B,
     S,
     Z,
     count_last,
     events,
+    every_heartbeat_in,
     level_interval,
+    now_window,
     summed_means,
 )
+from store.alert_copies import OPEN_PERIOD_S
+from store.now_series import DEVICES_NOW_MEASUREMENT
 
 
 def overview() -> dict[str, Any]:
@@ -39,11 +42,14 @@ def overview() -> dict[str, Any]:
             Panel(
                 "bargauge",
                 "Devices reporting, by type",
-                [Query(f'SELECT count("v") FROM (SELECT last("seq") AS "v" FROM {TELEMETRY} WHERE {SITE} '
-                       f'AND $timeFilter GROUP BY "device_id", "device_type") GROUP BY "device_type"',
+                [Query(f'SELECT sum("v") FROM (SELECT last("reporting") AS "v" FROM "{DEVICES_NOW_MEASUREMENT}" '
+                       f'WHERE {SITE} AND {GRID} AND $timeFilter GROUP BY "device_type", "grid") '
+                       f'GROUP BY "device_type"',
                        alias="$tag_device_type")],
                 width=8,
-                description="Devices that sent telemetry in the time range (Device health shows who went offline).",
+                now_window=every_heartbeat_in(OPEN_PERIOD_S),
+                description="Devices heard from within their silence window, as the rules service last counted "
+                            "(Device health lists the silent ones).",
             ),
             Panel(
                 "bargauge",
@@ -54,6 +60,7 @@ def overview() -> dict[str, Any]:
                           f'AND $timeFilter GROUP BY "rule", "grid") GROUP BY "rule"', alias="$tag_rule"),
                 ],
                 width=8,
+                now_window=every_heartbeat_in(OPEN_PERIOD_S),
                 description="Alerts not yet resolved (open or acknowledged), as the rules service last counted.",
             ),
             Panel(
@@ -65,6 +72,7 @@ def overview() -> dict[str, Any]:
                     for sev in ("critical", "warning", "info")
                 ],
                 width=8,
+                now_window=every_heartbeat_in(OPEN_PERIOD_S),
             ),
             Panel(
                 "timeseries",
@@ -79,12 +87,14 @@ def overview() -> dict[str, Any]:
                 "Charging ports in use now",
                 [Query(count_last("ev_charger", "state", B, "\"v\" = 'charging'", series='"port"'), alias="charging")],
                 width=8,
+                now_window=now_window(DeviceType.EV_CHARGER),
             ),
             Panel(
                 "stat",
                 "Occupied spaces, by zone",
                 [Query(count_last("space_sensor", "occupied", Z, '"v" = true', '"zone"'), alias="$tag_zone")],
                 width=12,
+                now_window=now_window(DeviceType.SPACE_SENSOR),
             ),
             Panel(
                 "timeseries",
@@ -98,6 +108,7 @@ def overview() -> dict[str, Any]:
                 [Query(count_last("smoke_sensor", "state", B, "\"v\" != 'normal'", '"building"'),
                        alias="$tag_building")],
                 width=12,
+                now_window=now_window(DeviceType.SMOKE_SENSOR),
                 defaults={"thresholds": {"mode": "absolute", "steps": [{"color": "green", "value": None},
                                                                        {"color": "red", "value": 1}]}},
             ),
@@ -107,7 +118,8 @@ def overview() -> dict[str, Any]:
                 [Query(f'SELECT count("v") FROM (SELECT last("lat") AS "v" FROM "radio" WHERE {S} '
                        f'GROUP BY "device_id")', alias="radios")],
                 width=12,
-                description="Radios that reported a position in the time range.",
+                now_window=now_window(DeviceType.RADIO),
+                description="Radios that reported a position lately.",
             ),
         ],
         description="One screen for the whole estate: devices, alerts, charging, parking, fire safety, patrol.",
@@ -169,12 +181,12 @@ def fire_safety() -> dict[str, Any]:
             Panel("stat", "Sensors not normal, by state",
                   [Query(count_last("smoke_sensor", "state", B, f"\"v\" = '{state}'"), alias=state)
                    for state in ("alarm", "fault")],
-                  width=8),
+                  width=8, now_window=now_window(DeviceType.SMOKE_SENSOR)),
             Panel("table", "Sensors not normal",
                   [Query(f'SELECT "state", "building", "unit", "device_id" FROM (SELECT last("state") AS "state" '
                          f'FROM "smoke_sensor" WHERE {B} GROUP BY "device_id", "building", "unit") '
                          f"WHERE \"state\" != 'normal'", format="table")],
-                  width=16, transformations=HIDE_TIME),
+                  width=16, transformations=HIDE_TIME, now_window=now_window(DeviceType.SMOKE_SENSOR)),
             Panel("timeseries", "Smoke events by kind",
                   [Query(events("smoke_sensor_event", kind, B), alias=kind)
                    for kind in ("alarm", "fault", "low_battery", "test")],
@@ -185,7 +197,7 @@ def fire_safety() -> dict[str, Any]:
             Panel("bargauge", "Lowest batteries",
                   [Query(f'SELECT bottom("battery_pct", "device_id", 10) FROM "smoke_sensor" WHERE {B}',
                          format="table")],
-                  unit="percent", width=12),
+                  unit="percent", width=12, now_window=now_window(DeviceType.SMOKE_SENSOR)),
             Panel("timeseries", "Signal strength per building (mean)",
                   [Query(f'SELECT mean("rssi_dbm") FROM "smoke_sensor" WHERE {B} GROUP BY {PER}, "building"',
                          alias="$tag_building")],
@@ -284,7 +296,7 @@ def patrol() -> dict[str, Any]:
             Panel("geomap", "Radios, last position",
                   [Query(f'SELECT last("lat") AS "lat", last("lon") AS "lon", last("battery_pct") AS "battery_pct" '
                          f'FROM "radio" WHERE {S} GROUP BY "device_id"', format="table")],
-                  width=16, height=14, options=geomap),
+                  width=16, height=14, options=geomap, now_window=now_window(DeviceType.RADIO)),
             Panel("table", "SOS",
                   [Query(f'SELECT "device_id", "lat", "lon" FROM "radio_event" WHERE "event_type" = \'sos\' AND {S} '
                          f"ORDER BY time DESC LIMIT 50", format="table")],

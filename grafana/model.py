@@ -51,6 +51,9 @@ class Panel:
     defaults: dict[str, Any] = field(default_factory=dict)
     transformations: list[dict[str, Any]] = field(default_factory=list)
     interval: str | None = None
+    # A current-state panel's own window ("11m": the last 11 minutes, whatever the time picker
+    # says; Grafana's "relative time" panel option), so its cost never grows with the span.
+    now_window: str | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,8 @@ def _panel_json(p: Panel, pid: int, x: int, y: int) -> dict[str, Any]:
         out["transformations"] = p.transformations
     if p.interval:
         out["interval"] = p.interval
+    if p.now_window:
+        out["timeFrom"] = p.now_window
     return out
 
 

@@ -3,9 +3,11 @@ alerts, and the platform's own pipeline (what ingest writes about itself)."""
 
 from typing import Any
 
+from devices.types import DeviceType
 from grafana.model import GRID, SITE, SITE_VAR, Panel, Query, alert_annotation, dashboard
-from grafana.queries import PER, S, count_last, every_bucket_holds_each
+from grafana.queries import PER, S, every_bucket_holds_each, every_heartbeat_in, now_window
 from store.alert_copies import OPEN_PERIOD_S
+from store.now_series import DEVICES_NOW_MEASUREMENT
 from store.series import COMPLETENESS_PERIOD_S, STATS_PERIOD_S
 
 
@@ -18,15 +20,19 @@ def device_health() -> dict[str, Any]:
                   [Query(f'SELECT "subject", "title", "state" FROM "alerts" WHERE {SITE} AND {GRID} AND '
                          f"\"rule\" = 'device_silent' AND $timeFilter ORDER BY time DESC LIMIT 100", format="table")],
                   width=12),
-            Panel("bargauge", "Devices reporting offline, by type",
-                  [Query(count_last("device_status", "state", f"{SITE} AND $timeFilter", "\"v\" = 'offline'",
-                                     '"device_type"'), alias="$tag_device_type")],
-                  width=12),
+            Panel("bargauge", "Devices silent, by type",
+                  [Query(f'SELECT sum("v") FROM (SELECT last("silent") AS "v" FROM "{DEVICES_NOW_MEASUREMENT}" '
+                         f'WHERE {SITE} AND {GRID} AND $timeFilter GROUP BY "device_type", "grid") '
+                         f'GROUP BY "device_type"', alias="$tag_device_type")],
+                  width=12, now_window=every_heartbeat_in(OPEN_PERIOD_S),
+                  description="Devices not heard from for the device_silent rule's window (offline ones too), "
+                              "as the rules service last counted."),
             Panel("table", "Lowest batteries (space sensors and radios)",
                   [Query(f'SELECT bottom("battery_pct", "device_id", 10) FROM "{m}" WHERE {SITE} AND $timeFilter',
                          format="table")
                    for m in ("space_sensor", "radio")],
-                  unit="percent", width=12, transformations=[{"id": "merge", "options": {}}]),
+                  unit="percent", width=12, now_window=now_window(DeviceType.SPACE_SENSOR, DeviceType.RADIO),
+                  transformations=[{"id": "merge", "options": {}}]),
             Panel("timeseries", "Readings missing (seq gaps), by type",
                   [Query(f'SELECT sum("missing") FROM "ingest_completeness" WHERE {S} GROUP BY {PER}, "device_type" '
                          f"fill(0)", alias="$tag_device_type")],
@@ -112,7 +118,7 @@ def platform() -> dict[str, Any]:
             Panel("stat", "Workers connected",
                   [Query('SELECT sum("c") FROM (SELECT last("connected") AS "c" FROM "ingest_stats" WHERE '
                          '$timeFilter GROUP BY "worker")', alias="connected")],
-                  width=12),
+                  width=12, now_window=every_heartbeat_in(STATS_PERIOD_S)),
         ],
         description="The pipeline itself, from what ingest writes about itself: rate, latency, rejects, spool.",
         tags=["platform"],

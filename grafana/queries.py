@@ -28,6 +28,18 @@ def level_interval(*types: DeviceType) -> str:
     return every_bucket_holds_each(max(CATALOG[t].interval_s for t in types))
 
 
+def now_window(*types: DeviceType) -> str:
+    """A current-state panel's window: two reporting intervals of the slowest of these types and a
+    minute, so every device that still reports has a reading in it (one that does not is silent,
+    and the device-health board lists it)."""
+    return f"{-(-2 * max(CATALOG[t].interval_s for t in types) // 60) + 1}m"
+
+
+def every_heartbeat_in(period_s: float) -> str:
+    """The window of a panel that reads a "now" series written every ``period_s``: two heartbeats."""
+    return f"{-(-2 * int(period_s) // 60) + 1}m"
+
+
 def events(measurement: str, event_type: str, where: str, group: str = "") -> str:
     by = f"GROUP BY {PER}{', ' + group if group else ''} fill(0)"
     return f'SELECT count("seq") FROM "{measurement}" WHERE "event_type" = \'{event_type}\' AND {where} {by}'

@@ -105,6 +105,10 @@ class Engine:
         self._inactive = inactive
         return added, left
 
+    def device_counts(self) -> dict[tuple[str, str | None], tuple[int, int]]:
+        """(expected, silent) devices per (device type, grid), as the silent rule sees them now."""
+        return self._silent.counts()
+
     def expect_all(self, since: int) -> None:
         """Every active device is expected to report from ``since``: one never heard goes silent too."""
         self._expected = True

@@ -43,6 +43,7 @@ from store.alerts import AlertStore, AlertView
 from store.checkpoints import Checkpoints
 from store.estate_settings import RULES_KEY, EstateSettings
 from store.influx import Influx, InfluxError
+from store.now_series import devices_now_lines
 from store.outbox import Item, Outgoing
 from store.registry.db import Registry, devices_version
 
@@ -129,7 +130,7 @@ class RulesService(StreamService):
         self.every("checkpoint", s.rules_checkpoint_s, self._checkpoint, retry=TRANSIENT)
         self.every("ack-escalation", s.rules_escalation_check_s, self._escalate, retry=TRANSIENT)
         if s.rules_open_counts_s:
-            self.every("open-counts", s.rules_open_counts_s, self._open_counts, retry=TRANSIENT, aligned=True)
+            self.every("now-series", s.rules_open_counts_s, self._now_series, retry=TRANSIENT, aligned=True)
         self.every("estate-settings", s.rules_settings_poll_s, self._poll_registry, retry=TRANSIENT)
 
     def problem(self) -> str | None:
@@ -175,14 +176,16 @@ class RulesService(StreamService):
         if version:
             log.info("run-time settings applied", extra={"version": version, "by": layer.updated_by if layer else ""})
 
-    async def _open_counts(self) -> None:
-        """Open alerts per rule and grid, zeros included: the boards' "open now" (a snapshot: one
-        that cannot be written is simply the next one's)."""
+    async def _now_series(self) -> None:
+        """The boards' "now" (store/now_series.py): open alerts per rule and grid, and devices
+        reporting per type and grid, zeros included (a snapshot: one that cannot be written is
+        simply the next one's)."""
         site = self.estate.site.id
         rules = list(type(self.config.rules).model_fields)
         grids = [g.id for g in self.estate.grids]
         now_ns = int(time.time() * 1000) * 1_000_000
         lines = open_lines(site, rules, grids, await self.store.open_counts(site), now_ns)
+        lines += devices_now_lines(site, self.engine.device_counts(), now_ns)
         await self.influx.write("\n".join(lines).encode(), precision="ns")
 
     # -- rebuild ---------------------------------------------------------------------------------

@@ -32,7 +32,8 @@ class RulesSettings(Settings):
     rules_open_counts_s: float = Field(
         float(OPEN_PERIOD_S),
         ge=0,
-        description="period of the alerts_open points (open alerts per rule and grid), s (0: off)",
+        description="period of the boards' now series (alerts_open: open alerts per rule and grid; "
+        "devices_now: devices reporting per type and grid), s (0: off)",
     )
     rules_settings_poll_s: float = Field(
         10.0, gt=0, le=3600, description="how often run-time settings (API: whitelist, permits, rosters) are checked"

@@ -80,6 +80,16 @@ class Silent:
         if where is not None:
             self._out_of_group(ctx, where, ts, "left")
 
+    def counts(self) -> dict[tuple[str, str | None], tuple[int, int]]:
+        """(expected, silent) devices per (device type, grid): the boards' "devices reporting"."""
+        quiet = set().union(*self.silent.values()) if self.silent else set()
+        out: dict[tuple[str, str | None], tuple[int, int]] = {}
+        for device, where in self.where.items():
+            key = (where.device.type.value, where.grid)
+            expected, silent = out.get(key, (0, 0))
+            out[key] = (expected + 1, silent + (device in quiet))
+        return out
+
     def adopt(self, alert: Alert) -> None:
         """An open item from before a restart: its devices stay silent until heard from."""
         listed: list[str] = next((e["silent"] for e in reversed(alert.evidence) if "silent" in e), [])

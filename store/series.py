@@ -15,7 +15,8 @@ from devices.types import Channel, DeviceType
 
 STATUS_MEASUREMENT = "device_status"
 # The platform's own periodic points, by default: their writers' settings and the boards' minimum
-# intervals (grafana/boards.py, grafana/operations.py) both read these, so a board never divides time finer than they come.
+# intervals (grafana/boards.py, grafana/operations.py) both read these, so a board never divides
+# time finer than they come.
 STATS_PERIOD_S = 10  # ingest_stats, per ingest worker
 COMPLETENESS_PERIOD_S = 60  # ingest_completeness, per device type
 # Payload fields that become tags rather than fields: low-cardinality keys that split series.

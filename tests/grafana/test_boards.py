@@ -20,8 +20,9 @@ from ingest.rejects import RejectCounts, Source, Stamps
 from ingest.selfstats import SelfStats
 from store.alert_copies import mirror_line, open_lines
 from store.alerts import AlertView
+from store.now_series import devices_now_lines
 from store.series import TAG_FIELDS, TAG_NAMES, all_fields
-from tests.support.grafana import panel_queries
+from tests.support.grafana import expand_for_grafana, panel_queries
 
 ROOT = Path(__file__).parents[2]
 BOARD_JSON = {name: json.loads(text) for name, text in rendered().items()}
@@ -97,6 +98,7 @@ def _platform_schema() -> dict[str, set[str]]:
         ),
         mirror_line(alert, "acknowledged", 0),
         *open_lines("s", ["fire"], ["g01"], {}, 0),
+        *devices_now_lines("s", {("smoke_sensor", "g01"): (3, 1)}, 0),
     ]
     out: dict[str, set[str]] = {}
     for line in lines:
@@ -128,3 +130,37 @@ def test_queries_name_only_what_is_written(q: Any) -> None:
     allowed = set().union(*(schema[m] for m in measurements)) | aliases
     named = set(re.findall(r'"(\w+)"', sql)) - set(measurements)
     assert named <= allowed, f"{q.label}: {sorted(named - allowed)} not written to {measurements}"
+
+
+@pytest.mark.parametrize("q", [q for q in QUERIES if q.now_window], ids=[q.label for q in QUERIES if q.now_window])
+def test_a_current_state_panel_reads_the_same_whatever_the_time_picker_says(q: Any) -> None:
+    """Its own window, not the picker's span: the query Grafana sends at 1 h and at 30 d is the same,
+    so its cost cannot grow with the span (Grafana's relative-time panel option: ``timeFrom``)."""
+    now = 1_800_000_000_000
+    sent = {span: expand_for_grafana(q, now - span, now) for span in (3_600_000, 30 * 86_400_000)}
+    assert len(set(sent.values())) == 1, sent
+    assert re.fullmatch(r"\d+m", q.now_window or "") and f"time >= {now - _minutes(q.now_window)}ms" in sent[3_600_000]
+
+
+def _minutes(window: str) -> int:
+    return int(window[:-1]) * 60_000
+
+
+def test_every_panel_reading_only_the_latest_value_has_its_own_window() -> None:
+    """A panel that shows "now" (a last(), bottom() or top() not grouped by time) over a series that
+    keeps coming gets a window of its own; the ones left read the span on purpose (tables of the
+    latest events, counts over the span)."""
+    over_span = {
+        ("Charging", "Port faults"), ("Charging", "Sessions stopped, and stopped over temperature"),
+        ("Access", "Latest door incidents"), ("Parking and fire lanes", "Long stays and blocked fire lanes (alerts)"),
+        ("Patrol", "SOS"), ("Device health", "Silent devices (open alerts)"),
+        ("Device health", "Devices with the most gaps"), ("Alerts", "Time to acknowledge per grid (mean)"),
+        ("Alerts", "Alert changes by rule"), ("Alerts", "Latest alert changes"),
+    }  # fmt: skip
+    missing = [
+        q.label
+        for q in QUERIES
+        if "GROUP BY time" not in q.query and not q.now_window and (q.board, q.panel) not in over_span
+        and not q.panel.startswith("annotation")
+    ]  # fmt: skip
+    assert not missing, f"current-state panels that scan the span: {missing}"

@@ -24,7 +24,7 @@ from store.alert_copies import mirror_line
 from store.alerts import AlertStore
 from store.influx import Influx
 from store.registry.db import Registry
-from tests.support.grafana import ALL, PanelQuery, expand, grafana_interval_ms, panel_queries, variables
+from tests.support.grafana import ALL, PanelQuery, expand_for_grafana, panel_queries, variables
 from tests.support.http_recorder import http_recorder
 from tests.support.ingest import IngestProcess, eventually, ingest_env, load_registry
 from tests.support.pipeline import simulate
@@ -32,6 +32,8 @@ from tests.support.rules import Device, rules_settings
 from tests.support.servers import Broker, InfluxServer, start_broker
 
 SIM_SECONDS, SPEED = 30, 240  # two simulated hours of an evening
+TAIL_SECONDS = 8
+TAIL_MS = (60 - 1) * TAIL_SECONDS * 1000 + 5000  # ends 5 s behind the wall clock: nothing from the future
 MAX_DATA_POINTS = 1000  # Grafana's default for a panel about as wide as the screen
 BOARD_JSON = {name: make() for name, make in BOARDS.items()}
 QUERIES = [q for board in BOARD_JSON.values() for q in panel_queries(board)]
@@ -101,6 +103,12 @@ async def _play(broker: Broker, influxd: InfluxServer, db: str, registry_url: st
                 estate, broker, SIM_SECONDS, speed=SPEED, start_ms=start,
                 incidents=("smoke_alarm", "sos", "blocked_fire_lane", "silent"), incident_delay_s=3,
             )  # fmt: skip
+            # The last minutes up to now, for the current-state panels (they read their own window
+            # before the dashboard's end): at speed 60 the estate's clock ends just behind the wall's.
+            await simulate(
+                estate, broker, TAIL_SECONDS, speed=60, start_ms=int(time.time() * 1000) - TAIL_MS,
+                incidents=("smoke_alarm", "silent:radio-02"), incident_delay_s=1,
+            )  # fmt: skip
             devices = Device(broker, estate.site.id, client_id="grafana-rare")
             try:
                 _rare_events(devices, estate, end - 600_000)
@@ -150,13 +158,10 @@ def day(influxd: InfluxServer, small: Estate, tmp_path_factory: pytest.TempPathF
 
 
 def _sql(day: Day, q: PanelQuery, values: dict[str, object]) -> str:
-    """The query as Grafana sends it for the day's span: its interval, the panel's minimum honoured."""
+    """The query as Grafana sends it for the day's span: its interval, the panel's minimum and own
+    window (a current-state panel's last minutes up to the day's end) honoured."""
     board = next(b for b in BOARD_JSON.values() if b["title"] == q.board)
-    interval_ms = grafana_interval_ms(day.to_ms - day.from_ms, q.interval, MAX_DATA_POINTS)
-    return expand(
-        q.query, from_ms=day.from_ms, to_ms=day.to_ms, interval=f"{interval_ms // 1000}s", values=values,
-        variables=variables(board),
-    )  # fmt: skip
+    return expand_for_grafana(q, day.from_ms, day.to_ms, values, variables(board), MAX_DATA_POINTS)
 
 
 def _run(day: Day, q: PanelQuery, values: dict[str, object]) -> list[dict[str, Any]]:

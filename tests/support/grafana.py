@@ -77,6 +77,7 @@ class PanelQuery:
     ref: str
     query: str
     interval: str | None  # the panel's own minimum interval, when it has one
+    now_window: str | None = None  # a current-state panel's own window (Grafana's timeFrom)
 
     @property
     def label(self) -> str:
@@ -86,10 +87,35 @@ class PanelQuery:
 def panel_queries(board: Mapping[str, Any]) -> Iterator[PanelQuery]:
     for panel in board["panels"]:
         for target in panel["targets"]:
-            yield PanelQuery(board["title"], panel["title"], target["refId"], target["query"], panel.get("interval"))
+            yield PanelQuery(
+                board["title"], panel["title"], target["refId"], target["query"], panel.get("interval"),
+                panel.get("timeFrom"),
+            )  # fmt: skip
     for ann in board["annotations"]["list"]:
         if "query" in ann:
             yield PanelQuery(board["title"], f"annotation: {ann['name']}", "-", ann["query"], None)
+
+
+def panel_range(q: PanelQuery, from_ms: int, to_ms: int) -> tuple[int, int]:
+    """The range Grafana queries a panel over: the dashboard's, or with a relative-time override
+    (``timeFrom``, minutes here) the last so many minutes up to the dashboard's end (now)."""
+    if q.now_window is None:
+        return from_ms, to_ms
+    return to_ms - _interval_ms(q.now_window), to_ms
+
+
+def expand_for_grafana(
+    q: PanelQuery, from_ms: int, to_ms: int, values: Mapping[str, object] | None = None,
+    board_variables: Mapping[str, Mapping[str, Any]] | None = None, max_data_points: int = 1000,
+) -> str:  # fmt: skip
+    """The query as Grafana sends it for a dashboard showing ``from_ms``..``to_ms``: the panel's own
+    window and minimum interval honoured; variables "All" unless given."""
+    start, end = panel_range(q, from_ms, to_ms)
+    interval_ms = grafana_interval_ms(end - start, q.interval, max_data_points)
+    given = values if values is not None else {"site": "s", "building": ALL, "grid": ALL}
+    known = board_variables if board_variables is not None else {n: {"multi": True} for n in given}
+    return expand(q.query, from_ms=start, to_ms=end, interval=f"{interval_ms // 1000}s", values=given,
+                  variables=known)  # fmt: skip
 
 
 def variables(board: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
