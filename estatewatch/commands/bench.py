@@ -36,6 +36,35 @@ def bench_rules(hours: float, latency_seconds: float, json_out: Path | None, **v
         save(results, json_out)
 
 
+@bench.command("boards")
+@click.option("--hours", type=click.IntRange(min=1), default=24, show_default=True, help="estate hours of history")
+@click.option("--database", default="bench_boards", show_default=True, help="InfluxDB database (dropped first)")
+@click.option(
+    "--dashboards",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    default=None,
+    help="dashboard JSON files to time (an older release's, say); default: the boards of this tree",
+)
+@click.option("--timeout", type=click.FloatRange(min=1), default=120.0, show_default=True, help="per query, s")
+@click.option("--reuse", is_flag=True, help="time the panels on the history a previous run left in --database")
+@click.option("--json-out", type=click.Path(path_type=Path), default=None, help="also write the figures as JSON")
+@stack_options
+def bench_boards(
+    hours: int, database: str, dashboards: Path | None, timeout: float, reuse: bool, json_out: Path | None,
+    **values: Any,
+) -> None:  # fmt: skip
+    """Every panel of the boards timed at 1 h, 24 h and 7 d over a generated history of the full
+    reference estate, against InfluxDB's write rate and a one-point query in the same run."""
+    from bench.boards_bench import report, run, save
+
+    settings = settings_from(values, Settings)
+    say = lambda line: click.echo(line, err=True)  # noqa: E731
+    results = asyncio.run(run(settings.influx_url, database, hours, dashboards, timeout, reuse, say))
+    click.echo(report(results))
+    if json_out:
+        save(results, json_out)
+
+
 @bench.command("api")
 @click.option("--rate", type=click.FloatRange(min=1), default=200.0, show_default=True, help="requests per second")
 @click.option("--seconds", type=click.FloatRange(min=5), default=30.0, show_default=True, help="per measurement")

@@ -13,6 +13,7 @@ import yaml
 from devices.types import DeviceType
 from grafana.boards import BOARDS
 from grafana.build import DASHBOARDS, rendered
+from grafana.macros import expand_for_grafana, panel_queries
 from grafana.model import DATASOURCE, GRID_WIDTH, SCHEMA_VERSION
 from ingest.completeness import completeness_line
 from ingest.metrics import IngestMetrics
@@ -22,7 +23,6 @@ from store.alert_copies import mirror_line, open_lines
 from store.alerts import AlertView
 from store.now_series import devices_now_lines
 from store.series import TAG_FIELDS, TAG_NAMES, all_fields
-from tests.support.grafana import expand_for_grafana, panel_queries
 
 ROOT = Path(__file__).parents[2]
 BOARD_JSON = {name: json.loads(text) for name, text in rendered().items()}

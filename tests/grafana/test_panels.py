@@ -17,6 +17,7 @@ import pytest
 
 from devices.estate import Estate
 from grafana.boards import BOARDS
+from grafana.macros import ALL, PanelQuery, expand_for_grafana, panel_queries, variables
 from ingest.completeness import Completeness
 from ingest.metrics import IngestMetrics
 from rules.service import RulesService
@@ -24,7 +25,6 @@ from store.alert_copies import mirror_line
 from store.alerts import AlertStore
 from store.influx import Influx
 from store.registry.db import Registry
-from tests.support.grafana import ALL, PanelQuery, expand_for_grafana, panel_queries, variables
 from tests.support.http_recorder import http_recorder
 from tests.support.ingest import IngestProcess, eventually, ingest_env, load_registry
 from tests.support.pipeline import simulate

@@ -12,8 +12,8 @@ import pytest
 from devices.catalog import CATALOG
 from devices.types import DeviceType
 from grafana.boards import BOARDS
+from grafana.macros import ALL, PanelQuery, expand, grafana_interval_ms, panel_queries, variables
 from store.series import STATS_PERIOD_S
-from tests.support.grafana import ALL, PanelQuery, expand, grafana_interval_ms, panel_queries, variables
 from tests.support.servers import InfluxServer
 
 DAY_MS = 86_400_000

@@ -1,6 +1,7 @@
 """Grafana's InfluxQL macros and template variables, expanded the way Grafana 11's InfluxDB data
 source expands them (public/app/plugins/datasource/influxdb: interpolateQueryExpr, getTimeFilter),
-so every panel's query can run against a real InfluxDB without Grafana."""
+so every panel's query can run against a real InfluxDB without Grafana (the tests and
+``estatewatch bench boards``)."""
 
 import re
 from collections.abc import Iterator, Mapping

@@ -1,0 +1,46 @@
+"""``estatewatch bench boards`` on a sliver of the reference estate: what it generates is what ingest
+and the platform write, InfluxDB takes all of it, and every panel of every board is timed at every
+span without an InfluxQL error (the figures themselves come from the full run, docs/performance.md)."""
+
+import asyncio
+import time
+
+from bench.boards_bench import SPANS, Results, history_lines, load_boards, prepare, report, time_panels
+from devices.reference import reference_estate
+from grafana.build import DASHBOARDS
+from grafana.macros import panel_queries
+from store.influx import Influx
+from tests.support.servers import InfluxServer
+
+HOUR_MS = 3_600_000
+
+
+def test_the_history_is_what_ingest_and_the_platform_write_and_every_panel_is_timed(influxd: InfluxServer) -> None:
+    estate = reference_estate()
+    db = "bench_boards_test"
+    end = int(time.time() * 1000) // 60_000 * 60_000
+    lines = list(history_lines(estate, 0, 300, end - HOUR_MS))
+
+    async def go() -> Results:
+        async with Influx(influxd.url, db) as influx:
+            await prepare(influx, estate, end - HOUR_MS, end)
+            for i in range(0, len(lines), 5000):  # any line InfluxDB refused would raise here
+                await influx.write("\n".join(lines[i : i + 5000]).encode(), precision="ns")
+            stored = await influx.query("SELECT count(\"seq\") FROM /^(smoke_sensor|radio|ev_charger)$/")
+            assert stored and stored[0], "readings landed in 1970 or nowhere"
+        results = Results()
+        await time_panels(influxd.url, db, estate.site.id, end, load_boards(None), 30, lambda _: None, results, runs=1)
+        return results
+
+    results = asyncio.run(go())
+    boards = load_boards(None)
+    assert len(results.panels) == sum(1 for b in boards for _ in panel_queries(b))
+    for p in results.panels:
+        assert set(p.seconds) == set(SPANS) and max(p.seconds.values()) < float("inf"), p.label
+    assert {p.label for p in results.panels if p.windowed} >= {"Estate overview / Devices reporting, by type / A"}
+    table = report(results)
+    assert table.count("\n| ") == len(results.panels) + 2  # header, rule, a row per query
+
+
+def test_older_dashboards_are_read_from_their_json_files() -> None:
+    assert len(load_boards(DASHBOARDS)) == len(load_boards(None)) == 9
