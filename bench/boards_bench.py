@@ -21,7 +21,7 @@ import multiprocessing
 import random
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -200,8 +200,20 @@ async def prepare(influx: Influx, estate: Estate, start_ms: int, end_ms: int) ->
     await influx.query(f'DROP DATABASE "{influx.database}"', write=True)
     await influx.create_database()
     await ensure_policy(influx, REJECTS_RP, IngestSettings.model_fields["ingest_rejects_retention"].default)
-    await influx.write("\n".join(platform_lines(estate, start_ms, end_ms)).encode(), precision="ns")
-    await influx.write("\n".join(reject_count_lines(estate, start_ms, end_ms)).encode(), precision="ns", rp=REJECTS_RP)
+    await write_batches(influx, platform_lines(estate, start_ms, end_ms))
+    await write_batches(influx, reject_count_lines(estate, start_ms, end_ms), rp=REJECTS_RP)
+
+
+async def write_batches(influx: Influx, lines: Iterable[str], rp: str = "") -> None:
+    """In ingest's batch size: InfluxDB closes the connection on a body past its max-body-size."""
+    batch: list[str] = []
+    for text in lines:
+        batch.append(text)
+        if len(batch) >= BATCH:
+            await influx.write("\n".join(batch).encode(), precision="ns", rp=rp)
+            batch.clear()
+    if batch:
+        await influx.write("\n".join(batch).encode(), precision="ns", rp=rp)
 
 
 async def generate(influx_url: str, db: str, hours: int, say: Say, results: Results) -> int:

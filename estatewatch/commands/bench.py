@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from estatewatch.commands.stack import stack_options
+from estatewatch.common import fail
 from estatewatch.options import setting, settings_from
 from runtime.settings import Settings
 
@@ -56,10 +57,14 @@ def bench_boards(
     """Every panel of the boards timed at 1 h, 24 h and 7 d over a generated history of the full
     reference estate, against InfluxDB's write rate and a one-point query in the same run."""
     from bench.boards_bench import report, run, save
+    from store.influx import InfluxError
 
     settings = settings_from(values, Settings)
     say = lambda line: click.echo(line, err=True)  # noqa: E731
-    results = asyncio.run(run(settings.influx_url, database, hours, dashboards, timeout, reuse, say))
+    try:
+        results = asyncio.run(run(settings.influx_url, database, hours, dashboards, timeout, reuse, say))
+    except (InfluxError, FileNotFoundError, RuntimeError) as exc:
+        fail(str(exc))
     click.echo(report(results))
     if json_out:
         save(results, json_out)
