@@ -21,6 +21,7 @@ import multiprocessing
 import random
 import statistics
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -29,19 +30,22 @@ from typing import Any
 
 import httpx
 
-from devices.alerts import SEVERITIES
 from devices.catalog import PayloadError, parse_payload
-from devices.estate import Estate
+from devices.estate import Device, Estate
 from devices.reference import reference_estate
 from devices.topics import ESTATE_GRID, parse_topic
+from devices.types import Channel, DeviceType
 from grafana.build import rendered
 from grafana.macros import ALL, PanelQuery, expand_for_grafana, panel_queries, variables
-from ingest.completeness import completeness_line
+from ingest.completeness import by_type_lines, completeness_line
 from ingest.lines import encode
 from ingest.rejects import COUNTS_MEASUREMENT, REJECTS_RP
 from ingest.settings import IngestSettings
+from rules.context import Where
+from rules.engine import LOAD_DELAY_MS
+from rules.loads import ChargingLoad
 from sim.play import play
-from store.alert_copies import OPEN_MEASUREMENT
+from store.alert_copies import open_grid_lines, open_lines
 from store.influx import Influx
 from store.now_series import devices_now_lines
 from store.registry.db import DeviceInfo
@@ -95,11 +99,19 @@ def _device_infos(estate: Estate) -> dict[str, DeviceInfo]:
     }
 
 
+def share_of(device: Device, shares: int) -> int:
+    """By building (or zone), so that a building's charging load is summed in one process."""
+    return zlib.crc32((device.building or device.zone or device.id).encode()) % shares
+
+
 def history_lines(estate: Estate, share: int, shares: int, start_ms: int) -> Iterator[str]:
-    """One estate hour from ``start_ms`` of every ``shares``-th device: the readings as ingest stores
-    them, and each device's completeness points as ingest writes them."""
+    """One estate hour from ``start_ms`` of one share of the devices: the readings as ingest stores
+    them, each device's completeness points as ingest writes them, and the charging load the rules
+    engine derives (its first and last minute of each hour partial: it starts fresh each hour)."""
     infos = _device_infos(estate)
-    mine = estate.devices[share::shares]
+    mine = [d for d in estate.devices if share_of(d, shares) == share]
+    load = ChargingLoad(delay_ms=LOAD_DELAY_MS)  # what the rules engine derives (fresh each hour)
+    wheres = {d.id: Where(estate.site.id, d, estate.grid_of(d), d.building, d.unit, d.zone) for d in mine}
     for message in play(estate, mine, seed=share * 100_003 + start_ms // HOUR_MS, start_ms=start_ms,
                         duration_ms=HOUR_MS):  # fmt: skip
         topic = parse_topic(message["topic"])
@@ -110,7 +122,12 @@ def history_lines(estate: Estate, share: int, shares: int, start_ms: int) -> Ite
         except PayloadError:
             continue  # the simulator's deliberate bad payloads: ingest rejects them too
         for item in parsed if isinstance(parsed, list) else [parsed]:
-            yield encode(infos[topic.device_id], topic.channel, item)
+            info = infos[topic.device_id]
+            yield encode(info, topic.channel, item)
+            if topic.device_type is DeviceType.EV_CHARGER and topic.channel is Channel.TELEMETRY:
+                load.handle(None, wheres[info.id], topic.channel, item)  # type: ignore[arg-type]
+                load.tick(None, item.ts)  # type: ignore[arg-type]
+    yield from load.take()
     # Ingest's completeness point: per device and period in which it sent something (a smoke
     # sensor every fifth minute). Stamped in ns like the rest of the batch.
     period_ms = COMPLETENESS_PERIOD_S * 1000
@@ -166,12 +183,18 @@ def platform_lines(estate: Estate, start_ms: int, end_ms: int) -> Iterator[str]:
     for d in estate.devices:
         key = (d.type.value, estate.grid_of(d))
         counts[key] = (counts.get(key, (0, 0))[0] + 1, 0)
+    readings: dict[tuple[str, str], float] = {}  # ingest's by-type sums: readings a period, on average
+    for d in estate.devices:
+        key = (site, d.type.value)
+        readings[key] = readings.get(key, 0.0) + COMPLETENESS_PERIOD_S / d.reporting_interval_s
+    per_minute = {k: (round(n), round(n)) for k, n in readings.items()}
+    for ts in range(start_ms, end_ms, COMPLETENESS_PERIOD_S * 1000):
+        yield from by_type_lines(per_minute, ts * 1_000_000)
     for ts in range(start_ms, end_ms, 60_000):
-        for rule in rules:
-            for grid in grids:
-                n = rng.random() < 0.1
-                fields = {"open": int(n), "acknowledged": 0, **{s: int(n and s == "warning") for s in SEVERITIES}}
-                yield line(OPEN_MEASUREMENT, {"grid": grid, "rule": rule, "site": site}, fields, ts * 1_000_000)
+        # A tenth of the (rule, grid) pairs with an open warning, as the rules service counts them.
+        open_now = {(rule, grid, "warning", "open"): 1 for rule in rules for grid in grids if rng.random() < 0.1}
+        yield from open_lines(site, rules, grids, open_now, ts * 1_000_000)
+        yield from open_grid_lines(site, grids, open_now, ts * 1_000_000)
         yield from devices_now_lines(site, counts, ts * 1_000_000)
     for i in range(int((end_ms - start_ms) / HOUR_MS * 10)):  # ten alert changes an hour
         ts = rng.randrange(start_ms, end_ms)

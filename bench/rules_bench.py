@@ -38,8 +38,7 @@ from devices.types import Channel, DeviceType
 from rules.config import RulesConfig
 from rules.engine import Engine
 from runtime.settings import Settings, parse_mqtt_url
-from sim.behaviour import Fleet
-from sim.behaviours import behaviour_for
+from sim.play import play
 from stack.local import LocalStack
 from stack.procs import free_port, free_port_pair
 
@@ -66,44 +65,20 @@ class Results:
 
 
 def estate_stream(estate: Estate, start_ms: int, hours: float, seed: int = 7) -> Iterator[list[Message]]:
-    """The estate's messages, slice by slice in time order, from the simulator's behaviours."""
-    fleet = Fleet.for_estate(seed)
-    rng = random.Random(seed)
-    site = estate.site.id
-    devices = [(d, behaviour_for(d, estate, seed, fleet)) for d in estate.devices]
-    seqs = dict.fromkeys((d.id for d in estate.devices), 0)
-    next_telemetry = {d.id: start_ms + rng.randrange(d.reporting_interval_s * 1000) for d in estate.devices}
-    end_ms = start_ms + int(hours * 3_600_000)
-    later: list[Message] = []  # emitted now, due later (a door closing, a charge ending): held back
-    for slice_start in range(start_ms, end_ms, SLICE_MS):
-        slice_end = min(end_ms, slice_start + SLICE_MS)
-        out: list[Message] = []
-        for device, behaviour in devices:
-            emitted = []
-            while next_telemetry[device.id] < slice_end:
-                emitted += behaviour.telemetry(next_telemetry[device.id])
-                next_telemetry[device.id] += device.reporting_interval_s * 1000
-            rate = behaviour.event_rate(slice_start)
-            for _ in range(_poisson(rng, rate * (slice_end - slice_start) / 1000)):
-                emitted += behaviour.events(rng.randrange(slice_start, slice_end))
-            for delay_ms, channel, obj in emitted:
-                seqs[device.id] += 1
-                obj = {**obj, "ts": obj["ts"] + delay_ms, "seq": seqs[device.id]}
-                topic = device_topic(site, device.type, device.id, channel)
-                out.append((obj["ts"], topic, json.dumps(obj, ensure_ascii=False).encode()))
-        out += later
-        out.sort(key=lambda m: m[0])
-        cut = next((i for i, m in enumerate(out) if m[0] >= slice_end), len(out))
-        out, later = out[:cut], out[cut:]
+    """The estate's messages in ten-minute slices, in time order: the simulator's own schedule
+    (sim/play.py), so a benchmark judges the traffic the simulator and the load test send."""
+    out: list[Message] = []
+    slice_end = start_ms + SLICE_MS
+    for message in play(estate, estate.devices, seed=seed, start_ms=start_ms, duration_ms=int(hours * 3_600_000)):
+        payload = message["payload"]
+        first = payload[0] if isinstance(payload, list) else payload
+        ts = int(first.get("ts", slice_end - 1))
+        while ts >= slice_end:
+            yield out
+            out, slice_end = [], slice_end + SLICE_MS
+        out.append((ts, message["topic"], json.dumps(payload, ensure_ascii=False).encode()))
+    if out:
         yield out
-
-
-def _poisson(rng: random.Random, mean: float) -> int:
-    count, t = 0, rng.expovariate(1.0) if mean > 0 else 2.0
-    while mean > 0 and t < mean:
-        count += 1
-        t += rng.expovariate(1.0)
-    return count
 
 
 def engine_rate(estate: Estate, hours: float, say: Say, results: Results) -> None:

@@ -25,13 +25,14 @@ from grafana.queries import (
     Z,
     count_last,
     events,
+    every_bucket_holds_each,
     every_heartbeat_in,
     level_interval,
     now_window,
     summed_means,
 )
 from store.alert_copies import OPEN_PERIOD_S
-from store.now_series import DEVICES_NOW_MEASUREMENT
+from store.now_series import CHARGING_LOAD_MEASUREMENT, CHARGING_LOAD_PERIOD_S, DEVICES_NOW_MEASUREMENT
 
 
 def overview() -> dict[str, Any]:
@@ -77,10 +78,10 @@ def overview() -> dict[str, Any]:
             Panel(
                 "timeseries",
                 "Charging load, whole estate",
-                [Query(summed_means("ev_charger", "power_w", B, "", '"device_id", "port"'), alias="charging")],
+                [Query(summed_means(CHARGING_LOAD_MEASUREMENT, "power_w", B, "", '"building"'), alias="charging")],
                 unit="watt",
                 width=16,
-                interval=level_interval(DeviceType.EV_CHARGER),
+                interval=every_bucket_holds_each(CHARGING_LOAD_PERIOD_S),
             ),
             Panel(
                 "stat",
@@ -135,13 +136,16 @@ def charging() -> dict[str, Any]:
         "Charging",
         [
             Panel("timeseries", "Charging load per building",
-                  [Query(summed_means("ev_charger", "power_w", B, '"building"', '"device_id", "port", "building"'),
-                         alias="$tag_building")],
-                  unit="watt", width=12, options=LEGEND_TABLE, interval=level_interval(DeviceType.EV_CHARGER)),
-            Panel("timeseries", "Load per pile",
-                  [Query(summed_means("ev_charger", "power_w", B, '"device_id"', '"device_id", "port"'),
-                         alias="$tag_device_id")],
-                  unit="watt", width=12, options=LEGEND_TABLE, interval=level_interval(DeviceType.EV_CHARGER)),
+                  [Query(f'SELECT mean("power_w") FROM "{CHARGING_LOAD_MEASUREMENT}" WHERE {B} '
+                         f'GROUP BY {PER}, "building"', alias="$tag_building")],
+                  unit="watt", width=12, options=LEGEND_TABLE,
+                  interval=every_bucket_holds_each(CHARGING_LOAD_PERIOD_S),
+                  description="The rules engine's sum of every port's latest power, each minute (charging_load)."),
+            Panel("bargauge", "Load per pile now",
+                  [Query(f'SELECT sum("v") FROM (SELECT last("power_w") AS "v" FROM "ev_charger" WHERE {B} '
+                         f'GROUP BY "device_id", "port") GROUP BY "device_id"', alias="$tag_device_id")],
+                  unit="watt", width=12, now_window=now_window(DeviceType.EV_CHARGER),
+                  description="Each pile's ports summed at their latest reading; the history is per building."),
             Panel("timeseries", "Sessions started and stopped",
                   [Query(events("ev_charger_event", "session_start", B), alias="started"),
                    Query(events("ev_charger_event", "session_stop", B), alias="stopped")],

@@ -6,8 +6,9 @@ from typing import Any
 from devices.types import DeviceType
 from grafana.model import GRID, SITE, SITE_VAR, Panel, Query, alert_annotation, dashboard
 from grafana.queries import PER, S, every_bucket_holds_each, every_heartbeat_in, now_window
-from store.alert_copies import OPEN_PERIOD_S
+from store.alert_copies import OPEN_BY_GRID_MEASUREMENT, OPEN_PERIOD_S
 from store.now_series import DEVICES_NOW_MEASUREMENT
+from store.series import COMPLETENESS_BY_TYPE_MEASUREMENT as BY_TYPE
 from store.series import COMPLETENESS_PERIOD_S, STATS_PERIOD_S
 
 
@@ -34,15 +35,15 @@ def device_health() -> dict[str, Any]:
                   unit="percent", width=12, now_window=now_window(DeviceType.SPACE_SENSOR, DeviceType.RADIO),
                   transformations=[{"id": "merge", "options": {}}]),
             Panel("timeseries", "Readings missing (seq gaps), by type",
-                  [Query(f'SELECT sum("missing") FROM "ingest_completeness" WHERE {S} GROUP BY {PER}, "device_type" '
-                         f"fill(0)", alias="$tag_device_type")],
+                  [Query(f'SELECT sum("missing") FROM "{BY_TYPE}" WHERE {S} GROUP BY {PER}, "device_type" fill(0)',
+                         alias="$tag_device_type")],
                   width=12, interval=every_bucket_holds_each(COMPLETENESS_PERIOD_S)),
             Panel("table", "Devices with the most gaps",
                   [Query(f'SELECT top("missing", "device_id", 20) FROM "ingest_completeness" WHERE {S}',
                          format="table")],
                   width=12),
             Panel("timeseries", "Completeness, by type",
-                  [Query(f'SELECT sum("received") / sum("expected") FROM "ingest_completeness" WHERE {S} '
+                  [Query(f'SELECT sum("received") / sum("expected") FROM "{BY_TYPE}" WHERE {S} '
                          f'GROUP BY {PER}, "device_type"', alias="$tag_device_type")],
                   unit="percentunit", width=12, interval=every_bucket_holds_each(COMPLETENESS_PERIOD_S)),
         ],
@@ -66,9 +67,8 @@ def alerts() -> dict[str, Any]:
                          f'AND $timeFilter GROUP BY "grid"', alias="$tag_grid")],
                   unit="s", width=12),
             Panel("timeseries", "Open alerts per grid",
-                  [Query(f'SELECT sum("v") FROM (SELECT last("open") + last("acknowledged") AS "v" FROM '
-                         f'"alerts_open" WHERE {SITE} AND {GRID} AND $timeFilter GROUP BY {PER}, "rule", "grid") '
-                         f'WHERE $timeFilter GROUP BY {PER}, "grid"', alias="$tag_grid")],
+                  [Query(f'SELECT last("open") + last("acknowledged") FROM "{OPEN_BY_GRID_MEASUREMENT}" WHERE {SITE} '
+                         f'AND {GRID} AND $timeFilter GROUP BY {PER}, "grid"', alias="$tag_grid")],
                   width=12, interval=every_bucket_holds_each(OPEN_PERIOD_S)),
             Panel("bargauge", "Alert changes by rule",
                   [Query(f'SELECT count("alert_id") FROM "alerts" WHERE {SITE} AND {GRID} AND $timeFilter '

@@ -14,7 +14,7 @@ from devices.catalog import CATALOG
 from devices.types import Channel
 from ingest.metrics import IngestMetrics
 from store.influx import Influx, InfluxError
-from store.series import line, measurement
+from store.series import COMPLETENESS_BY_TYPE_MEASUREMENT, line, measurement
 
 log = logging.getLogger("estatewatch.ingest.completeness")
 COMPLETENESS_MEASUREMENT = "ingest_completeness"
@@ -77,6 +77,15 @@ def completeness_line(key: tuple[str, str, str], received: int, expected: int, l
     )
 
 
+def by_type_lines(sums: dict[tuple[str, str], tuple[int, int]], end_ms: int) -> list[str]:
+    """``ingest_completeness_by_type`` points: (received, expected) per (site, device type)."""
+    out = []
+    for (site, device_type), (received, expected) in sorted(sums.items()):
+        fields = {"received": received, "expected": expected, "missing": max(0, expected - received)}
+        out.append(line(COMPLETENESS_BY_TYPE_MEASUREMENT, {"device_type": device_type, "site": site}, fields, end_ms))
+    return out
+
+
 class Completeness:
     def __init__(self, influx: Influx, metrics: IngestMetrics, period_s: int, lateness_s: int = 30) -> None:
         self.influx = influx
@@ -99,6 +108,7 @@ class Completeness:
             windows.setdefault(key, DeviceWindow()).add(int(count), int(low), int(high))
         lines = []
         total_missing = 0
+        by_type: dict[tuple[str, str], list[int]] = {}
         for key, w in windows.items():
             assert w.low is not None and w.high is not None
             previous = self._last_high.get(key)
@@ -108,6 +118,10 @@ class Completeness:
             total_missing += missing
             self._last_high[key] = w.high
             lines.append(completeness_line(key, w.received, expected, low, w.high, end_ms))
+            sums = by_type.setdefault(key[:2], [0, 0])
+            sums[0] += w.received
+            sums[1] += expected
+        lines += by_type_lines({k: (r, e) for k, (r, e) in by_type.items()}, end_ms)
         if lines:
             await self.influx.write("\n".join(lines).encode())
         self.metrics.missing.set(total_missing)

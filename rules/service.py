@@ -38,7 +38,7 @@ from rules.notify.robots import HttpRobot
 from rules.settings import RulesSettings
 from runtime.health import HealthServer
 from runtime.stream import StreamService
-from store.alert_copies import INFLUX_CHANNEL, MQTT_CHANNEL, open_lines
+from store.alert_copies import INFLUX_CHANNEL, MQTT_CHANNEL, open_grid_lines, open_lines
 from store.alerts import AlertStore, AlertView
 from store.checkpoints import Checkpoints
 from store.estate_settings import RULES_KEY, EstateSettings
@@ -51,6 +51,8 @@ log = logging.getLogger("estatewatch.rules")
 # A registry or InfluxDB that fails now and then is waited for; one that keeps failing stops us.
 TRANSIENT = (SQLAlchemyError, OSError, InfluxError)
 OUTBOX_BATCH = 500
+SERIES_WRITE_S = 10.0  # how often the engine's derived points are written
+SERIES_PENDING_MAX = 42 * 2 * 1440  # a day of charging load for twice the reference estate's buildings
 
 
 class Metrics:
@@ -73,6 +75,7 @@ class RulesService(StreamService):
         self.metrics = Metrics()
         self.rebuilt: dict[str, int] = {}
         self._ready = asyncio.Event()
+        self._series_pending: list[str] = []
         self._lock = asyncio.Lock()
         self._outbox_wake = asyncio.Event()
         self._settings_version = 0
@@ -118,6 +121,7 @@ class RulesService(StreamService):
         with contextlib.suppress(*TRANSIENT):
             await self._publish_due()
             await self._write_due()
+            await self._write_series()
             if self._ready.is_set():  # a failed last checkpoint costs a longer rebuild, no data
                 await self._checkpoint()
 
@@ -132,6 +136,7 @@ class RulesService(StreamService):
         if s.rules_open_counts_s:
             self.every("now-series", s.rules_open_counts_s, self._now_series, retry=TRANSIENT, aligned=True)
         self.every("estate-settings", s.rules_settings_poll_s, self._poll_registry, retry=TRANSIENT)
+        self.every("derived-series", SERIES_WRITE_S, self._write_series, retry=TRANSIENT)
 
     def problem(self) -> str | None:
         if not self.connected:
@@ -184,9 +189,18 @@ class RulesService(StreamService):
         rules = list(type(self.config.rules).model_fields)
         grids = [g.id for g in self.estate.grids]
         now_ns = int(time.time() * 1000) * 1_000_000
-        lines = open_lines(site, rules, grids, await self.store.open_counts(site), now_ns)
+        counts = await self.store.open_counts(site)
+        lines = open_lines(site, rules, grids, counts, now_ns) + open_grid_lines(site, grids, counts, now_ns)
         lines += devices_now_lines(site, self.engine.device_counts(), now_ns)
         await self.influx.write("\n".join(lines).encode(), precision="ns")
+
+    async def _write_series(self) -> None:
+        """The engine's derived points (charging load per building, in event time). Not a snapshot:
+        a batch InfluxDB did not take waits for the next run (a day of them at most)."""
+        self._series_pending = (self._series_pending + self.engine.take_series())[-SERIES_PENDING_MAX:]
+        if self._series_pending:
+            await self.influx.write("\n".join(self._series_pending).encode(), precision="ns")
+            self._series_pending = []
 
     # -- rebuild ---------------------------------------------------------------------------------
     async def _rebuild(self) -> None:

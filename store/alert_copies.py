@@ -17,6 +17,7 @@ MQTT_CHANNEL = "mqtt"
 INFLUX_CHANNEL = "influx"
 ALERTS_MEASUREMENT = "alerts"
 OPEN_MEASUREMENT = "alerts_open"
+OPEN_BY_GRID_MEASUREMENT = "alerts_open_by_grid"  # the same counts summed over rules, per grid
 OPEN_PERIOD_S = 60  # alerts_open's default period (the rules service's rules_open_counts_s)
 
 
@@ -57,4 +58,18 @@ def open_lines(
             fields: dict[str, object] = {sev: sum(n for k, n in mine.items() if k[2] == sev) for sev in SEVERITIES}
             fields |= {st: sum(n for k, n in mine.items() if k[3] == st) for st in ("open", "acknowledged")}
             lines.append(line(OPEN_MEASUREMENT, {"grid": grid, "rule": rule, "site": site}, fields, ts_ns))
+    return lines
+
+
+def open_grid_lines(
+    site: str, grids: Sequence[str], counts: Mapping[tuple[str, str, str, str], int], ts_ns: int
+) -> list[str]:
+    """``alerts_open_by_grid`` points: open alerts per grid over every rule, zeros included (what a
+    board's "open per grid" reads: one series per grid rather than a sum over rules per bucket)."""
+    lines = []
+    for grid in sorted({*grids, ESTATE_GRID, *(k[1] for k in counts)}):
+        mine = {k: n for k, n in counts.items() if k[1] == grid}
+        fields: dict[str, object] = {sev: sum(n for k, n in mine.items() if k[2] == sev) for sev in SEVERITIES}
+        fields |= {st: sum(n for k, n in mine.items() if k[3] == st) for st in ("open", "acknowledged")}
+        lines.append(line(OPEN_BY_GRID_MEASUREMENT, {"grid": grid, "site": site}, fields, ts_ns))
     return lines

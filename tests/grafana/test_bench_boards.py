@@ -5,7 +5,7 @@ span without an InfluxQL error (the figures themselves come from the full run, d
 import asyncio
 import time
 
-from bench.boards_bench import SPANS, Results, history_lines, load_boards, prepare, report, time_panels
+from bench.boards_bench import SPANS, Results, history_lines, load_boards, prepare, report, share_of, time_panels
 from devices.reference import reference_estate
 from grafana.build import DASHBOARDS
 from grafana.macros import panel_queries
@@ -19,7 +19,10 @@ def test_the_history_is_what_ingest_and_the_platform_write_and_every_panel_is_ti
     estate = reference_estate()
     db = "bench_boards_test"
     end = int(time.time() * 1000) // 60_000 * 60_000
-    lines = list(history_lines(estate, 0, 300, end - HOUR_MS))
+    shares = 40  # a sliver: the share holding building b001's devices
+    b001 = next(d for d in estate.devices if d.building == "b001")
+    lines = list(history_lines(estate, share_of(b001, shares), shares, end - HOUR_MS))
+    assert any(text.startswith("charging_load,") for text in lines), "no charging load derived"
 
     async def go() -> Results:
         async with Influx(influxd.url, db) as influx:

@@ -15,13 +15,13 @@ from grafana.boards import BOARDS
 from grafana.build import DASHBOARDS, rendered
 from grafana.macros import expand_for_grafana, panel_queries
 from grafana.model import DATASOURCE, GRID_WIDTH, SCHEMA_VERSION
-from ingest.completeness import completeness_line
+from ingest.completeness import by_type_lines, completeness_line
 from ingest.metrics import IngestMetrics
 from ingest.rejects import RejectCounts, Source, Stamps
 from ingest.selfstats import SelfStats
-from store.alert_copies import mirror_line, open_lines
+from store.alert_copies import mirror_line, open_grid_lines, open_lines
 from store.alerts import AlertView
-from store.now_series import devices_now_lines
+from store.now_series import charging_load_line, devices_now_lines
 from store.series import TAG_FIELDS, TAG_NAMES, all_fields
 
 ROOT = Path(__file__).parents[2]
@@ -93,12 +93,15 @@ def _platform_schema() -> dict[str, set[str]]:
     lines = [
         SelfStats(None, IngestMetrics(), "w", 10.0).line(0),  # type: ignore[arg-type]  # line() writes nothing
         completeness_line(("s", "smoke_sensor", "smk-1"), 1, 1, 1, 1, 0),
+        *by_type_lines({("s", "smoke_sensor"): (1, 1)}, 0),
         *RejectCounts("w", 1.0, lambda entry: None, Stamps()).lines(
             {(Source("s", DeviceType.SMOKE_SENSOR, "smk-1"), "bad_json"): 3}
         ),
         mirror_line(alert, "acknowledged", 0),
         *open_lines("s", ["fire"], ["g01"], {}, 0),
+        *open_grid_lines("s", ["g01"], {}, 0),
         *devices_now_lines("s", {("smoke_sensor", "g01"): (3, 1)}, 0),
+        charging_load_line("s", "b001", "g01", 3500.0, 1, 2, 0),
     ]
     out: dict[str, set[str]] = {}
     for line in lines:

@@ -168,6 +168,10 @@ async def test_completeness_counts_gaps_per_device(influxd: InfluxServer, influx
     rows = {r["device_id"]: r for r in influxd.query(influx_db, "SELECT * FROM ingest_completeness")}
     assert (rows["pm1"]["received"], rows["pm1"]["expected"], rows["pm1"]["missing"]) == (5, 9, 4)
     assert (rows["pm2"]["received"], rows["pm2"]["expected"], rows["pm2"]["missing"]) == (3, 3, 0)
+    [by_type] = influxd.query(influx_db, "SELECT * FROM ingest_completeness_by_type")
+    assert (by_type["device_type"], by_type["received"], by_type["expected"], by_type["missing"]) == (
+        "power_meter", 8, 12, 4,
+    )  # fmt: skip
 
 
 async def test_completeness_carries_the_last_seq_into_the_next_window(influxd: InfluxServer, influx_db: str) -> None:
