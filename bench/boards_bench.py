@@ -43,7 +43,7 @@ from ingest.rejects import COUNTS_MEASUREMENT, REJECTS_RP
 from ingest.settings import IngestSettings
 from rules.context import Where
 from rules.engine import LOAD_DELAY_MS
-from rules.loads import ChargingLoad
+from rules.loads import BuildingMinutes
 from sim.play import play
 from store.alert_copies import open_grid_lines, open_lines
 from store.influx import Influx
@@ -110,7 +110,7 @@ def history_lines(estate: Estate, share: int, shares: int, start_ms: int) -> Ite
     engine derives (its first and last minute of each hour partial: it starts fresh each hour)."""
     infos = _device_infos(estate)
     mine = [d for d in estate.devices if share_of(d, shares) == share]
-    load = ChargingLoad(delay_ms=LOAD_DELAY_MS)  # what the rules engine derives (fresh each hour)
+    minutes = BuildingMinutes(delay_ms=LOAD_DELAY_MS)  # what the rules engine derives (fresh each hour)
     wheres = {d.id: Where(estate.site.id, d, estate.grid_of(d), d.building, d.unit, d.zone) for d in mine}
     for message in play(estate, mine, seed=share * 100_003 + start_ms // HOUR_MS, start_ms=start_ms,
                         duration_ms=HOUR_MS):  # fmt: skip
@@ -124,10 +124,11 @@ def history_lines(estate: Estate, share: int, shares: int, start_ms: int) -> Ite
         for item in parsed if isinstance(parsed, list) else [parsed]:
             info = infos[topic.device_id]
             yield encode(info, topic.channel, item)
-            if topic.device_type is DeviceType.EV_CHARGER and topic.channel is Channel.TELEMETRY:
-                load.handle(None, wheres[info.id], topic.channel, item)  # type: ignore[arg-type]
-                load.tick(None, item.ts)  # type: ignore[arg-type]
-    yield from load.take()
+            derive = {DeviceType.EV_CHARGER: minutes.charger, DeviceType.SMOKE_SENSOR: minutes.smoke}.get(info.type)
+            if derive is not None and topic.channel is Channel.TELEMETRY:
+                derive(None, wheres[info.id], topic.channel, item)  # type: ignore[arg-type]
+                minutes.tick(None, item.ts)  # type: ignore[arg-type]
+    yield from minutes.take()
     # Ingest's completeness point: per device and period in which it sent something (a smoke
     # sensor every fifth minute). Stamped in ns like the rest of the batch.
     period_ms = COMPLETENESS_PERIOD_S * 1000

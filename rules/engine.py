@@ -21,12 +21,12 @@ from rules.context import Context, Where
 from rules.fire_lane import FireLanes
 from rules.flying_lead import FlyingLead
 from rules.invalid_payloads import InvalidPayloads
-from rules.loads import ChargingLoad
+from rules.loads import BuildingMinutes
 from rules.silent import Silent
 from rules.zombie import ZombieCars
 
 TICK_MS = 1000
-LOAD_DELAY_MS = 10_000  # a minute's charging load is summed this long after it, for readings in flight
+LOAD_DELAY_MS = 10_000  # a building's minute is summarised this long after it, for readings in flight
 Handler = Callable[[Context, Where, Channel, Any], None]
 
 
@@ -66,13 +66,13 @@ class Engine:
         self._zombies = ZombieCars(self.ctx)
         self._lanes = FireLanes(self.ctx, owner_of=self._zombies.owner_unit)
         self._silent = Silent()
-        self._loads = ChargingLoad(delay_ms=LOAD_DELAY_MS)
+        self._minutes = BuildingMinutes(delay_ms=LOAD_DELAY_MS)
         self._invalid = InvalidPayloads()
         self._noisy_topic = noisy_topic(estate.site.id)
         self._handlers: dict[DeviceType, list[Handler]] = {
-            DeviceType.SMOKE_SENSOR: [fire.handle, flying.handle],
+            DeviceType.SMOKE_SENSOR: [fire.handle, flying.handle, self._minutes.smoke],
             DeviceType.RADIO: [sos.handle],
-            DeviceType.EV_CHARGER: [chargers.handle, self._loads.handle],
+            DeviceType.EV_CHARGER: [chargers.handle, self._minutes.charger],
             DeviceType.DOOR_CONTROLLER: [access.handle],
             DeviceType.POWER_METER: [flying.handle],
             DeviceType.CAMERA: [flying.handle, self._lanes.handle, self._zombies.handle],
@@ -109,8 +109,8 @@ class Engine:
         return added, left
 
     def take_series(self) -> list[str]:
-        """Derived points (the charging load per building) summed since the last call, to write."""
-        return self._loads.take()
+        """Derived points (charging load and smoke signal per building) since the last call, to write."""
+        return self._minutes.take()
 
     def device_counts(self) -> dict[tuple[str, str | None], tuple[int, int]]:
         """(expected, silent) devices per (device type, grid), as the silent rule sees them now."""
@@ -215,7 +215,7 @@ class Engine:
         self._zombies.tick(self.ctx, self.clock_ms)
         self._silent.tick(self.ctx, self.clock_ms)
         self._invalid.tick(self.ctx, self.clock_ms)
-        self._loads.tick(self.ctx, self.clock_ms)
+        self._minutes.tick(self.ctx, self.clock_ms)
 
     def feed_plates(self, where: Where, channel: Channel, reading: Any) -> list[AlertChange]:
         """Weeks of plate history on start: only the zombie-car rule sees it (the rest would raise

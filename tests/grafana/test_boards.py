@@ -21,7 +21,7 @@ from ingest.rejects import RejectCounts, Source, Stamps
 from ingest.selfstats import SelfStats
 from store.alert_copies import mirror_line, open_grid_lines, open_lines
 from store.alerts import AlertView
-from store.now_series import charging_load_line, devices_now_lines
+from store.now_series import charging_load_line, devices_now_lines, smoke_signal_line
 from store.series import TAG_FIELDS, TAG_NAMES, all_fields
 
 ROOT = Path(__file__).parents[2]
@@ -101,7 +101,8 @@ def _platform_schema() -> dict[str, set[str]]:
         *open_lines("s", ["fire"], ["g01"], {}, 0),
         *open_grid_lines("s", ["g01"], {}, 0),
         *devices_now_lines("s", {("smoke_sensor", "g01"): (3, 1)}, 0),
-        charging_load_line("s", "b001", "g01", 3500.0, 1, 2, 0),
+        charging_load_line("s", "b001", "g01", 3500.0, 1, 2, 31.0, 0),
+        smoke_signal_line("s", "b001", "g01", -70.0, 3, 0),
     ]
     out: dict[str, set[str]] = {}
     for line in lines:

@@ -17,7 +17,7 @@ from grafana.boards import BOARDS
 from grafana.macros import ALL, PanelQuery, expand, grafana_interval_ms, panel_queries, variables
 from rules.context import Where
 from rules.engine import LOAD_DELAY_MS
-from rules.loads import ChargingLoad
+from rules.loads import BuildingMinutes
 from store.series import STATS_PERIOD_S
 from tests.support.servers import InfluxServer
 
@@ -61,12 +61,12 @@ def _times(rng: random.Random, every_s: int, start_ms: int, end_ms: int) -> Iter
 
 def _charging_load(readings: list[tuple[int, str, str, str, float, int]]) -> list[str]:
     """What the rules engine derives from these charger readings (rules/loads.py), fed in time order."""
-    load = ChargingLoad(delay_ms=LOAD_DELAY_MS)
+    load = BuildingMinutes(delay_ms=LOAD_DELAY_MS)
     for ts, device, port, building, watts, every in sorted(readings):
         where = Where(SITE, Device(id=device, type=DeviceType.EV_CHARGER, building=building, interval_s=every), "g01",
                       building, None, None)  # fmt: skip
-        reading = SimpleNamespace(ts=ts, port=int(port), power_w=watts, state="charging")
-        load.handle(None, where, Channel.TELEMETRY, reading)  # type: ignore[arg-type]  # no context needed
+        reading = SimpleNamespace(ts=ts, port=int(port), power_w=watts, state="charging", temp_c=30.0)
+        load.charger(None, where, Channel.TELEMETRY, reading)  # type: ignore[arg-type]  # no context needed
         load.tick(None, ts)  # type: ignore[arg-type]
     return load.take()
 
