@@ -168,3 +168,21 @@ def test_every_panel_reading_only_the_latest_value_has_its_own_window() -> None:
         and not q.panel.startswith("annotation")
     ]  # fmt: skip
     assert not missing, f"current-state panels that scan the span: {missing}"
+
+
+# The others answer one row per series: latest values, counts over the span, LIMITed tables.
+BUCKETED = [q for q in QUERIES if "GROUP BY time(" in q.query]
+
+
+@pytest.mark.parametrize("q", BUCKETED, ids=[q.label for q in BUCKETED])
+def test_no_series_can_hold_more_than_twice_the_points_grafana_draws(q: Any) -> None:
+    """By construction, whatever the data: a series has one row per bucket, and Grafana's interval
+    (span / 1,000 points, rounded, raised to the panel's minimum) never makes more than 2,000 of them,
+    at any span from an hour to a month (test_panels checks the rows on data; bench boards on the
+    full estate's day)."""
+    from grafana.macros import grafana_interval_ms, panel_range
+
+    for span_ms in (3_600_000, 86_400_000, 7 * 86_400_000, 30 * 86_400_000):
+        start, end = panel_range(q, 0, span_ms)
+        buckets = (end - start) / grafana_interval_ms(end - start, q.interval)
+        assert buckets <= 2 * 1000, f"{q.label}: {buckets:.0f} buckets at a {span_ms // 3_600_000} h span"
