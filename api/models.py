@@ -62,6 +62,9 @@ class DeviceIn(_Model):
 
 
 class DeviceOut(BaseModel):
+    """The registry's record of a device (store/devices.py's DeviceRecord, field for field: tested),
+    its broker user, and what the API knows of its traffic. Spelled out: this is the wire contract."""
+
     site: str
     id: str
     type: DeviceType

@@ -1,6 +1,7 @@
 """Devices: registration with per-device broker credentials, listing with status, rotation,
 disabling (kicks the live connection), deletion, and HTTP ingest through the broker."""
 
+import dataclasses
 import json
 import time
 from typing import Annotated, Literal
@@ -81,11 +82,8 @@ def _out(state: ApiState, r: DeviceRecord, seen: dict[tuple[str, str], int], now
     else:
         fresh = now_ms - last <= r.interval_s * 1000 * state.settings.api_device_online_s
         status = "online" if fresh else "offline"
-    return DeviceOut(
-        site=r.site, id=r.id, type=r.type, building=r.building, unit=r.unit, floor=r.floor, zone=r.zone, grid=r.grid,
-        interval_s=r.interval_s, vendor=r.vendor, label=r.label, enabled=r.enabled, mqtt_username=r.username,
-        status=status, last_seen_ms=last,
-    )  # fmt: skip
+    record = {f.name: getattr(r, f.name) for f in dataclasses.fields(r) if f.name != "username"}
+    return DeviceOut(**record, mqtt_username=r.username, status=status, last_seen_ms=last)
 
 
 def _credentials(r: DeviceRecord, password: str) -> Credentials:

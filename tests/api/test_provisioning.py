@@ -196,3 +196,14 @@ async def test_rotation_closes_the_live_connection_as_its_summary_says(
     summaries = {op["operationId"]: op["summary"] for path in spec["paths"].values() for op in path.values()}
     assert "closed at once" in summaries["rotateCredentials"]
     assert "kicks" in summaries["updateDevice"] and "kicks" in summaries["deleteDevice"]
+
+
+def test_the_devices_wire_model_is_the_registry_record_field_for_field() -> None:
+    """DeviceOut is spelled out (the API's contract), and may not drift from the record it shows."""
+    import dataclasses
+
+    from api.models import DeviceOut
+    from store.devices import DeviceRecord
+
+    record = {f.name for f in dataclasses.fields(DeviceRecord)} - {"username"}
+    assert set(DeviceOut.model_fields) == record | {"mqtt_username", "status", "last_seen_ms"}
