@@ -15,18 +15,23 @@ from tests.support.servers import InfluxServer
 HOUR_MS = 3_600_000
 
 
-def test_the_history_is_what_ingest_and_the_platform_write_and_every_panel_is_timed(influxd: InfluxServer) -> None:
+def test_a_generated_day_lands_and_every_panel_answers_within_its_row_bound(influxd: InfluxServer) -> None:
+    """A day of a sliver of the reference estate (the share holding building b001: every kind of
+    device, ~1/40 of them), as the bench writes it: InfluxDB takes all of it, and every panel at
+    every span answers without an InfluxQL error and with no series longer than twice Grafana's
+    1,000 points."""
     estate = reference_estate()
     db = "bench_boards_test"
     end = int(time.time() * 1000) // 60_000 * 60_000
-    shares = 40  # a sliver: the share holding building b001's devices
+    shares, hours = 40, 24
     b001 = next(d for d in estate.devices if d.building == "b001")
-    lines = list(history_lines(estate, share_of(b001, shares), shares, end - HOUR_MS))
+    lines = [text for h in range(hours) for text in history_lines(estate, share_of(b001, shares), shares,
+                                                                    end - (hours - h) * HOUR_MS)]  # fmt: skip
     assert any(text.startswith("charging_load,") for text in lines), "no charging load derived"
 
     async def go() -> Results:
         async with Influx(influxd.url, db) as influx:
-            await prepare(influx, estate, end - HOUR_MS, end)
+            await prepare(influx, estate, end - hours * HOUR_MS, end)
             for i in range(0, len(lines), 5000):  # any line InfluxDB refused would raise here
                 await influx.write("\n".join(lines[i : i + 5000]).encode(), precision="ns")
             stored = await influx.query("SELECT count(\"seq\") FROM /^(smoke_sensor|radio|ev_charger)$/")
@@ -40,6 +45,8 @@ def test_the_history_is_what_ingest_and_the_platform_write_and_every_panel_is_ti
     assert len(results.panels) == sum(1 for b in boards for _ in panel_queries(b))
     for p in results.panels:
         assert set(p.seconds) == set(SPANS) and max(p.seconds.values()) < float("inf"), p.label
+        assert max(p.longest.values()) <= 2 * 1000, f"{p.label}: {p.longest}"
+    assert max(p.longest["24 h"] for p in results.panels) > 1000, "the day did not fill a panel's buckets"
     assert {p.label for p in results.panels if p.windowed} >= {"Estate overview / Devices reporting, by type / A"}
     table = report(results)
     assert table.count("\n| ") == len(results.panels) + 2  # header, rule, a row per query
