@@ -52,7 +52,9 @@ log = logging.getLogger("estatewatch.rules")
 TRANSIENT = (SQLAlchemyError, OSError, InfluxError)
 OUTBOX_BATCH = 500
 SERIES_WRITE_S = 10.0  # how often the engine's derived points are written
-SERIES_PENDING_MAX = 42 * 2 * 1440  # a day of charging load for twice the reference estate's buildings
+SERIES_BATCH = 5000  # points per write, as ingest batches
+# A day and a third of the reference estate's per-building minutes (99 buildings x 2 series x 1,440 a day).
+SERIES_PENDING_MAX = 400_000
 
 
 class Metrics:
@@ -195,12 +197,17 @@ class RulesService(StreamService):
         await self.influx.write("\n".join(lines).encode(), precision="ns")
 
     async def _write_series(self) -> None:
-        """The engine's derived points (charging load per building, in event time). Not a snapshot:
-        a batch InfluxDB did not take waits for the next run (a day of them at most)."""
-        self._series_pending = (self._series_pending + self.engine.take_series())[-SERIES_PENDING_MAX:]
-        if self._series_pending:
-            await self.influx.write("\n".join(self._series_pending).encode(), precision="ns")
-            self._series_pending = []
+        """The engine's derived points (per building and minute, in event time). Not a snapshot: a
+        batch InfluxDB did not take waits for the next run, up to SERIES_PENDING_MAX points."""
+        self._series_pending += self.engine.take_series()
+        if len(self._series_pending) > SERIES_PENDING_MAX:
+            dropped = len(self._series_pending) - SERIES_PENDING_MAX
+            log.warning("InfluxDB away too long: %d derived points dropped (the oldest)", dropped)
+            self._series_pending = self._series_pending[dropped:]
+        while self._series_pending:
+            batch = self._series_pending[:SERIES_BATCH]
+            await self.influx.write("\n".join(batch).encode(), precision="ns")
+            del self._series_pending[: len(batch)]
 
     # -- rebuild ---------------------------------------------------------------------------------
     async def _rebuild(self) -> None:

@@ -369,3 +369,43 @@ async def test_an_alert_line_influxdb_refuses_does_not_hold_back_the_others(
     assert states == [("acknowledged", "failed"), ("opened", "sent"), ("opened", "sent")], states
     opened = influxd.query(influx_db, 'SELECT "subject" FROM "alerts" WHERE "action" = \'opened\'')
     assert {r["subject"] for r in opened} == {"smk-a", "smk-b"}
+
+
+async def test_the_charging_load_waits_out_an_influxdb_outage_and_arrives_whole(
+    rules_settings: Callable[..., RulesSettings], devices: Device, influxd: InfluxServer, influx_db: str
+) -> None:
+    """The engine's per-building minutes are history, not snapshots: while InfluxDB refuses writes
+    they wait, and once it takes them again every minute is there, with the ports' sum."""
+    from tests.support.faults import FaultProxy
+
+    refusing = {"on": False}
+
+    def fault(body: bytes) -> tuple[int, dict[str, str], bytes] | None:
+        return (503, {}, b"busy") if refusing["on"] and b"charging_load" in body else None
+
+    proxy = FaultProxy(influxd.url, fault=fault)
+    proxy.start()
+    start = (int(time.time() * 1000) - 20 * 60_000) // 60_000 * 60_000
+    try:
+        async with running(rules_settings().model_copy(update={"influx_url": proxy.url})):
+            refusing["on"] = True
+            for minute in range(12):  # two ports of one pile, every 30 s of event time
+                for half in (0, 30_000):
+                    ts = start + minute * 60_000 + half
+                    for port, watts in ((1, 3500.0), (2, 700.0)):
+                        devices.send("ev_charger", "chg-b001-1", "telemetry", ts=ts, port=port, state="charging",
+                                     voltage_v=220.0, current_a=watts / 220, power_w=watts, energy_wh=10.0,
+                                     temp_c=30.0 + port)  # fmt: skip
+            assert await eventually(lambda: any(s == 503 for s, _ in proxy.writes), 30), "no write refused"
+            refusing["on"] = False
+
+            def minutes() -> list[dict[str, Any]]:
+                return influxd.query(influx_db, 'SELECT "power_w", "ports", "temp_max_c" FROM "charging_load"')
+
+            assert await eventually(lambda: len(minutes()) >= 10, 30), minutes()
+    finally:
+        proxy.stop()
+    rows = minutes()
+    stamps = sorted(int(str(r["time"])) for r in rows)
+    assert stamps == list(range(stamps[0], stamps[-1] + 1, 60_000)), "a minute went missing"
+    assert all(r["power_w"] == 4200.0 and r["ports"] == 2 and r["temp_max_c"] == 32.0 for r in rows), rows
