@@ -51,7 +51,6 @@ log = logging.getLogger("estatewatch.rules")
 # A registry or InfluxDB that fails now and then is waited for; one that keeps failing stops us.
 TRANSIENT = (SQLAlchemyError, OSError, InfluxError)
 OUTBOX_BATCH = 500
-SERIES_WRITE_S = 10.0  # how often the engine's derived points are written
 SERIES_BATCH = 5000  # points per write, as ingest batches
 # A day and a third of the reference estate's per-building minutes (99 buildings x 2 series x 1,440 a day).
 SERIES_PENDING_MAX = 400_000
@@ -136,9 +135,12 @@ class RulesService(StreamService):
         self.every("checkpoint", s.rules_checkpoint_s, self._checkpoint, retry=TRANSIENT)
         self.every("ack-escalation", s.rules_escalation_check_s, self._escalate, retry=TRANSIENT)
         if s.rules_open_counts_s:
-            self.every("now-series", s.rules_open_counts_s, self._now_series, retry=TRANSIENT, aligned=True)
+            self.every("now-series", s.rules_open_counts_s, self._now_series, retry=TRANSIENT, give_up_after=None,
+                       aligned=True)  # fmt: skip
         self.every("estate-settings", s.rules_settings_poll_s, self._poll_registry, retry=TRANSIENT)
-        self.every("derived-series", SERIES_WRITE_S, self._write_series, retry=TRANSIENT)
+        # The boards' series: InfluxDB away for long costs their points (kept, then the oldest
+        # dropped), never the alerts: these two never stop the service.
+        self.every("derived-series", s.rules_series_write_s, self._write_series, retry=TRANSIENT, give_up_after=None)
 
     def problem(self) -> str | None:
         if not self.connected:

@@ -35,6 +35,10 @@ class RulesSettings(Settings):
         description="period of the boards' now series (alerts_open: open alerts per rule and grid; "
         "devices_now: devices reporting per type and grid), s (0: off)",
     )
+    rules_series_write_s: float = Field(
+        10.0, gt=0, le=600, description="how often the engine's per-building minutes (charging_load, smoke_signal) "
+        "are written to InfluxDB, s",
+    )
     rules_settings_poll_s: float = Field(
         10.0, gt=0, le=3600, description="how often run-time settings (API: whitelist, permits, rosters) are checked"
     )

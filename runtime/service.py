@@ -101,10 +101,12 @@ class Service:
         job: Callable[[], Awaitable[None]],
         *,
         retry: tuple[type[BaseException], ...] = (),
-        give_up_after: int = 10,
+        give_up_after: int | None = 10,
         aligned: bool = False,
     ) -> None:
-        """Run ``job`` every ``period_s`` (on the wall clock's multiples when ``aligned``)."""
+        """Run ``job`` every ``period_s`` (on the wall clock's multiples when ``aligned``).
+        ``give_up_after=None``: the named exceptions are never fatal (a job whose failure costs
+        only its own output, which must not stop the rest of the service)."""
         self.task(name, self._periodic(name, period_s, job, retry, give_up_after, aligned))
 
     async def _periodic(
@@ -113,7 +115,7 @@ class Service:
         period_s: float,
         job: Callable[[], Awaitable[None]],
         retry: tuple[type[BaseException], ...],
-        give_up_after: int,
+        give_up_after: int | None,
         aligned: bool,
     ) -> None:
         failures = 0
@@ -123,7 +125,7 @@ class Service:
                 await job()
             except retry as exc:
                 failures += 1
-                if failures >= give_up_after:
+                if give_up_after is not None and failures >= give_up_after:
                     raise
                 self.log.warning("%s failed (%s); trying again (%d in a row)", name, exc, failures)
                 continue

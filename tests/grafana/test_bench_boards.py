@@ -16,14 +16,14 @@ HOUR_MS = 3_600_000
 
 
 def test_a_generated_day_lands_and_every_panel_answers_within_its_row_bound(influxd: InfluxServer) -> None:
-    """A day of a sliver of the reference estate (the share holding building b001: every kind of
-    device, ~1/40 of them), as the bench writes it: InfluxDB takes all of it, and every panel at
+    """A day of a sliver of the reference estate (the share holding building b001: 69 devices of
+    seven kinds), as the bench writes it: InfluxDB takes all of it, and every panel at
     every span answers without an InfluxQL error and with no series longer than twice Grafana's
     1,000 points."""
     estate = reference_estate()
     db = "bench_boards_test"
     end = int(time.time() * 1000) // 60_000 * 60_000
-    shares, hours = 40, 24
+    shares, hours = 100, 24
     b001 = next(d for d in estate.devices if d.building == "b001")
     lines = [text for h in range(hours) for text in history_lines(estate, share_of(b001, shares), shares,
                                                                     end - (hours - h) * HOUR_MS)]  # fmt: skip

@@ -372,23 +372,24 @@ async def test_an_alert_line_influxdb_refuses_does_not_hold_back_the_others(
 
 
 async def test_the_charging_load_waits_out_an_influxdb_outage_and_arrives_whole(
-    rules_settings: Callable[..., RulesSettings], devices: Device, influxd: InfluxServer, influx_db: str
+    rules_settings: Callable[..., RulesSettings], devices: Device, influx_db: str, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The engine's per-building minutes are history, not snapshots: while InfluxDB refuses writes
-    they wait, and once it takes them again every minute is there, with the ports' sum."""
-    from tests.support.faults import FaultProxy
+    """The engine's per-building minutes are history, not snapshots: while InfluxDB is away they
+    wait, the service keeps running however many writes fail (its alerts do not need InfluxDB), and
+    once InfluxDB is back every minute is there, with the ports' sum."""
+    import logging
 
-    refusing = {"on": False}
+    from tests.support.servers import start_influx
 
-    def fault(body: bytes) -> tuple[int, dict[str, str], bytes] | None:
-        return (503, {}, b"busy") if refusing["on"] and b"charging_load" in body else None
-
-    proxy = FaultProxy(influxd.url, fault=fault)
-    proxy.start()
+    caplog.set_level(logging.WARNING, logger="estatewatch.rules")
+    own = start_influx(tmp_path / "own-influxd")
+    own.create_database(influx_db)
     start = (int(time.time() * 1000) - 20 * 60_000) // 60_000 * 60_000
+    settings = rules_settings(rules_series_write_s=0.2, rules_rebuild_s=0).model_copy(update={"influx_url": own.url})
     try:
-        async with running(rules_settings().model_copy(update={"influx_url": proxy.url})):
-            refusing["on"] = True
+        async with running(settings) as svc:
+            await asyncio.to_thread(own.stop)
             for minute in range(12):  # two ports of one pile, every 30 s of event time
                 for half in (0, 30_000):
                     ts = start + minute * 60_000 + half
@@ -396,16 +397,24 @@ async def test_the_charging_load_waits_out_an_influxdb_outage_and_arrives_whole(
                         devices.send("ev_charger", "chg-b001-1", "telemetry", ts=ts, port=port, state="charging",
                                      voltage_v=220.0, current_a=watts / 220, power_w=watts, energy_wh=10.0,
                                      temp_c=30.0 + port)  # fmt: skip
-            assert await eventually(lambda: any(s == 503 for s, _ in proxy.writes), 30), "no write refused"
-            refusing["on"] = False
+            assert await eventually(lambda: len(svc._series_pending) >= 10, 30), "nothing derived"
+
+            def failed_in_a_row(n: int) -> bool:
+                return any(r.getMessage().startswith("derived-series failed") and f"({n} in a row)" in r.getMessage()
+                           for r in caplog.records)  # fmt: skip
+
+            # Well past the ten failures in a row that a job which gives up would survive.
+            assert await eventually(lambda: failed_in_a_row(15), 30), "the writes did not keep failing"
+            assert svc.failed is None, svc.failed
+            await asyncio.to_thread(own.start)
 
             def minutes() -> list[dict[str, Any]]:
-                return influxd.query(influx_db, 'SELECT "power_w", "ports", "temp_max_c" FROM "charging_load"')
+                return own.query(influx_db, 'SELECT "power_w", "ports", "temp_max_c" FROM "charging_load"')
 
             assert await eventually(lambda: len(minutes()) >= 10, 30), minutes()
+        rows = minutes()
     finally:
-        proxy.stop()
-    rows = minutes()
+        own.stop()
     stamps = sorted(int(str(r["time"])) for r in rows)
     assert stamps == list(range(stamps[0], stamps[-1] + 1, 60_000)), "a minute went missing"
     assert all(r["power_w"] == 4200.0 and r["ports"] == 2 and r["temp_max_c"] == 32.0 for r in rows), rows

@@ -28,7 +28,9 @@ class FlakyError(Exception):
 class Probe(Service):
     """A service with one periodic job and one long task, to watch the runtime from outside."""
 
-    def __init__(self, job: Callable[[], Awaitable[None]], *, drain_s: float = 5.0, give_up_after: int = 10) -> None:
+    def __init__(
+        self, job: Callable[[], Awaitable[None]], *, drain_s: float = 5.0, give_up_after: int | None = 10
+    ) -> None:
         super().__init__("probe", log, drain_s)
         self.job = job
         self.give_up_after = give_up_after
@@ -80,6 +82,27 @@ async def test_a_transient_failure_that_lasts_is_fatal() -> None:
     svc = Probe(failing([FlakyError("gone")] * 50), give_up_after=4)
     await run_for(svc, 10)
     assert svc.failed is not None and isinstance(svc.failed.error, FlakyError)
+
+
+async def test_a_job_told_never_to_give_up_outlasts_any_run_of_named_failures() -> None:
+    """The boards' writers: InfluxDB away for long must not stop the rules service's alerts."""
+    calls = 0
+    recovered = asyncio.Event()
+    job = failing([FlakyError("influxdb away")] * 40)
+
+    async def counted() -> None:
+        nonlocal calls
+        calls += 1
+        await job()
+        if calls > 45:
+            recovered.set()
+
+    svc = Probe(counted, give_up_after=None)
+    async with svc:
+        done = asyncio.ensure_future(recovered.wait())
+        await asyncio.wait([done, asyncio.ensure_future(svc.wait())], timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        svc.stop()
+    assert svc.failed is None and recovered.is_set(), (calls, svc.failed)
 
 
 async def test_a_task_that_returns_while_the_service_runs_is_a_failure() -> None:
