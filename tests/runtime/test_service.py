@@ -99,8 +99,10 @@ async def test_a_job_told_never_to_give_up_outlasts_any_run_of_named_failures() 
 
     svc = Probe(counted, give_up_after=None)
     async with svc:
-        done = asyncio.ensure_future(recovered.wait())
-        await asyncio.wait([done, asyncio.ensure_future(svc.wait())], timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        waits = [asyncio.ensure_future(recovered.wait()), asyncio.ensure_future(svc.wait())]
+        await asyncio.wait(waits, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        for w in waits:
+            w.cancel()
         svc.stop()
     assert svc.failed is None and recovered.is_set(), (calls, svc.failed)
 
