@@ -80,8 +80,10 @@ class Server:
     logfile: Path
     host: str
     port: int
+    stop_signal: signal.Signals = signal.SIGTERM
 
-    def start(self, argv: list[str], timeout_s: float = 30.0) -> int:
+    def start(self, argv: list[str], timeout_s: float = 30.0, user: str | None = None) -> int:
+        """``user``: run the server as this user (root starting a server that refuses root)."""
         if self.running():
             return self.pid() or 0
         if port_open(self.host, self.port):
@@ -89,7 +91,8 @@ class Server:
         self.logfile.parent.mkdir(parents=True, exist_ok=True)
         with self.logfile.open("ab") as log:
             proc = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                user=user,
             )
         self.pidfile.write_text(str(proc.pid))
         deadline = time.monotonic() + timeout_s
@@ -135,11 +138,11 @@ class Server:
                 os.kill(pid, sig)
 
     def stop(self, timeout_s: float = 20.0) -> bool:
-        """SIGTERM, then SIGKILL after ``timeout_s``; True when it was running."""
+        """The stop signal (SIGTERM), then SIGKILL after ``timeout_s``; True when it was running."""
         if not self.running():
             self.pidfile.unlink(missing_ok=True)
             return False
-        self.signal(signal.SIGTERM)
+        self.signal(self.stop_signal)
         deadline = time.monotonic() + timeout_s
         while self.running() and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -31,8 +31,9 @@ MEASUREMENTS = (
 )
 
 
-async def load_registry(path: Path, estate: Estate) -> str:
-    url = f"sqlite+aiosqlite:///{path}"
+async def load_registry(where: Path | str, estate: Estate) -> str:
+    """``where``: a SQLite file, or any registry URL."""
+    url = where if isinstance(where, str) else f"sqlite+aiosqlite:///{where}"
     async with Registry(url) as reg:
         await reg.load_estate(estate)
     return url

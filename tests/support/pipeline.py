@@ -15,8 +15,8 @@ Factory = Callable[..., IngestProcess]
 
 
 @pytest.fixture
-async def registry_url(tmp_path: Path, small: Estate) -> str:
-    return await load_registry(tmp_path / "registry.db", small)
+async def registry_url(blank_registry_url: str, small: Estate) -> str:
+    return await load_registry(blank_registry_url, small)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from stack.influx import InfluxLayout
 from stack.mosquitto import MosquittoLayout
+from stack.postgres import PostgresLayout
 from stack.procs import free_port
 from store.dynsec import DYNSEC_ADMIN_ROLE, SERVICE_ROLE, SIMULATOR_ROLE, Client, DynsecFile
 
@@ -103,6 +104,35 @@ def start_influx(root: Path) -> InfluxServer:
     layout = InfluxLayout(root, free_port(), free_port())
     layout.prepare()
     server = InfluxServer(layout)
+    server.start()
+    return server
+
+
+@dataclass
+class PostgresServer:
+    layout: PostgresLayout
+    _made: int = 0
+
+    def new_database(self) -> str:
+        """A database of its own for one test: its URL."""
+        self._made += 1
+        return self.layout.create_database(f"t{self._made}")
+
+    def stop(self) -> None:
+        self.layout.server().stop()
+
+    def start(self) -> None:
+        self.layout.start()
+
+
+def start_postgres() -> PostgresServer:
+    """A throwaway cluster (no fsync) in a folder of /tmp: as root, PostgreSQL runs as its own user,
+    who must be able to reach the folder (pytest's own temp folders are closed to others)."""
+    import tempfile
+
+    layout = PostgresLayout(Path(tempfile.mkdtemp(prefix="estatewatch-pg-")), free_port(), durable=False)
+    layout.prepare()
+    server = PostgresServer(layout)
     server.start()
     return server
 
