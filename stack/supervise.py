@@ -90,7 +90,8 @@ def prepare_registry(local: LocalStack) -> int:
     """The estate and its devices' broker usernames in the registry, and a first admin token; an exit code."""
     env = {**os.environ, **local.service_env("api")}
     init = subprocess.run(
-        [sys.executable, "-m", "estatewatch", "registry", "init",
+        # --upgrade: a registry an earlier release made is migrated first (docs/registry.md).
+        [sys.executable, "-m", "estatewatch", "registry", "init", "--upgrade",
          "--device-credentials", str(local.device_credentials_file)],
         env=env, check=False,
     )  # fmt: skip

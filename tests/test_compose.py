@@ -108,3 +108,12 @@ def test_dockerfile_builds_the_project_as_a_non_root_user() -> None:
     assert packages <= copied, f"packages not copied into the image: {packages - copied}"
     assert re.search(r"^USER (?!root)\S+", text, re.M)
     assert 'ENTRYPOINT ["estatewatch"]' in text
+
+
+def test_the_registry_is_migrated_before_any_service_opens_it() -> None:
+    """Services refuse a registry older than their release: compose's one-shot upgrades it first
+    and every service that opens the registry waits for that one-shot to succeed."""
+    assert SERVICES["registry-init"]["command"][:3] == ["registry", "init", "--upgrade"]
+    assert SERVICES["registry-init"]["environment"]["ESTATEWATCH_DB_URL"].startswith("postgresql+asyncpg://")
+    for name in ("ingest", "rules", "api"):
+        assert SERVICES[name]["depends_on"]["registry-init"] == {"condition": "service_completed_successfully"}, name

@@ -1,18 +1,25 @@
 """The registry as an async context manager: ``async with Registry(url) as reg: ...``."""
 
+import asyncio
+import contextlib
+import random
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
-from sqlalchemy import Connection, delete, event, func, inspect, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from devices.estate import Device, Estate, owning_grid
 from devices.types import DeviceType
-from store.registry.schema import Base, BuildingRow, DeviceRow, EstateSettingRow, GridRow, SiteRow, UnitRow, ZoneRow
+from store.registry.engine import WRITE_OPTION, make_engine
+from store.registry.migrate import ensure_current, sqlite_lock
+from store.registry.schema import BuildingRow, DeviceRow, EstateSettingRow, GridRow, SiteRow, UnitRow, ZoneRow
+
+T = TypeVar("T")
 
 # A version marker in estate_settings, bumped by every change of a site's devices, so readers that
 # keep the device list in memory can tell cheaply whether to read it again.
@@ -68,66 +75,54 @@ class LoadReport:
     devices_kept: int  # in the registry but not in the file (e.g. provisioned through the API)
 
 
-def _sqlite_dir(url: str) -> None:
-    prefix = "sqlite+aiosqlite:///"
-    if url.startswith(prefix) and url[len(prefix) :] not in ("", ":memory:"):
-        Path(url[len(prefix) :]).parent.mkdir(parents=True, exist_ok=True)
+# A transaction that lost a race is tried again from the start, reading what the winner wrote.
+CONFLICT_ATTEMPTS = 8
+# PostgreSQL: unique violation (two writers inserted the same key), serialization failure, deadlock.
+_PG_CONFLICTS = {"23505", "40001", "40P01"}
 
 
-def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
-    # WAL: readers never wait for the writer, and a commit appends instead of rewriting pages;
-    # NORMAL syncs at checkpoints, not every commit (consistent after a crash, the last commits may
-    # be lost on power failure). A busy timeout turns writer contention into a short wait.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
+def is_conflict(exc: DBAPIError) -> bool:
+    """A race another writer won, not a fault: retrying the transaction resolves it. SQLite says
+    "database is locked" when a transaction that read is overtaken by another's commit (WAL)."""
+    code = getattr(exc.orig, "pgcode", None) or getattr(exc.orig, "sqlstate", None)
+    if code is not None:
+        return str(code) in _PG_CONFLICTS
+    return "database is locked" in str(exc.orig) or "UNIQUE constraint failed" in str(exc.orig)
 
 
-def _add_new_columns(conn: Connection) -> None:
-    """Columns the models gained since a registry was made, added where they are missing. Only
-    nullable ones, so existing rows keep their meaning (a token without ``expires_ms`` never
-    expires); anything more than an added column needs a real migration."""
-    present = inspect(conn)
-    for table in Base.metadata.sorted_tables:
-        if not present.has_table(table.name):
-            continue
-        have = {c["name"] for c in present.get_columns(table.name)}
-        for column in table.columns:
-            if column.name in have:
-                continue
-            if not column.nullable:
-                raise RuntimeError(f"the registry's {table.name} lacks {column.name}, which cannot be added as it is")
-            kind = column.type.compile(dialect=conn.dialect)
-            conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'))
+async def retrying(attempt: Callable[[], Awaitable[T]]) -> T:
+    """``attempt`` (one whole transaction) again while it loses races, with a short jittered pause."""
+    for n in range(CONFLICT_ATTEMPTS):
+        try:
+            return await attempt()
+        except DBAPIError as exc:
+            if not is_conflict(exc) or n == CONFLICT_ATTEMPTS - 1:
+                raise
+            await asyncio.sleep(random.uniform(0, 0.005 * 2**n))
+    raise AssertionError("unreachable")
 
 
 class Registry:
     def __init__(self, url: str, *, pooled: bool = False) -> None:
-        """``pooled``: keep one SQLite connection open (a busy service); by default each session opens
-        its own, so no aiosqlite thread idles (and polls) between a quiet service's rare reads."""
+        """``pooled``: see ``make_engine``. Opening checks the schema: an empty database is created at
+        the newest version, an older one stops with the command that upgrades it."""
         self.url = url
         self.pooled = pooled
         self._engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
+        self._writes: async_sessionmaker[AsyncSession] | None = None
 
     async def __aenter__(self) -> Self:
-        _sqlite_dir(self.url)
-        sqlite = self.url.startswith("sqlite")
-        pool: dict[str, Any] = {}
-        if sqlite:
-            # SQLite has one writer at a time; writers that collide sleep in its busy handler (up to
-            # 100 ms a turn, measured as 0.8 s notification stalls). One shared connection makes the
-            # service's sessions queue fairly in asyncio instead.
-            pool = {"pool_size": 1, "max_overflow": 0} if self.pooled else {"poolclass": NullPool}
-        self._engine = create_async_engine(self.url, **pool)
-        if sqlite:
-            event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
-        async with self._engine.begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
-            await conn.run_sync(_add_new_columns)
+        self._engine = make_engine(self.url, pooled=self.pooled)
+        try:
+            async with sqlite_lock(self.url), self._engine.begin() as conn:
+                await conn.run_sync(ensure_current, self.url)
+        except BaseException:
+            await self._engine.dispose()
+            raise
         self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
+        writing = self._engine.execution_options(**{WRITE_OPTION: True})
+        self._writes = async_sessionmaker(writing, expire_on_commit=False)
         return self
 
     async def __aexit__(
@@ -137,14 +132,23 @@ class Registry:
             await self._engine.dispose()
 
     def session(self) -> AsyncSession:
+        """For reading (one snapshot for all its statements)."""
         if self._sessions is None:
             raise RuntimeError("Registry used outside 'async with'")
         return self._sessions()
 
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session in a write transaction, committed at the end (rolled back on an exception)."""
+        if self._writes is None:
+            raise RuntimeError("Registry used outside 'async with'")
+        async with self._writes() as s, s.begin():
+            yield s
+
     async def load_estate(self, estate: Estate) -> LoadReport:
         """Replace the site's structure with the file's and upsert its devices, in one transaction."""
         site = estate.site
-        async with self.session() as s, s.begin():
+        async with self.transaction() as s:
             for table in (GridRow, BuildingRow, UnitRow, ZoneRow):
                 await s.execute(delete(table).where(table.site_id == site.id))
             await s.merge(

@@ -3,7 +3,19 @@
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, UniqueConstraint, func
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    func,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -134,6 +146,8 @@ class NotificationRow(Base):
     """The notifier outbox: one row per message per channel; its key makes a resend impossible."""
 
     __tablename__ = "notifications"
+    # What each channel's publisher asks every second: its pending rows that are due.
+    __table_args__ = (Index("ix_notifications_due", "channel", "state", "next_at_ms"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     key: Mapped[str] = mapped_column(String(200), unique=True)
     channel: Mapped[str] = mapped_column(String(64), index=True)

@@ -3,14 +3,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from devices.estate import Estate, dump_estate
 from devices.types import DeviceType
 from store.registry.db import Registry
 
+# On SQLite and on PostgreSQL: what the registry's constraints and locking decide is tested here.
+pytestmark = pytest.mark.both_registries
 
-async def test_load_is_idempotent_and_reports_changes(tmp_path: Path, small: Estate) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path}/reg.db"
-    async with Registry(url) as reg:
+
+async def test_load_is_idempotent_and_reports_changes(blank_registry_url: str, small: Estate) -> None:
+    async with Registry(blank_registry_url) as reg:
         first = await reg.load_estate(small)
         again = await reg.load_estate(small)
         assert (first.devices_added, first.devices_unchanged) == (len(small.devices), 0)
@@ -24,8 +28,8 @@ async def test_load_is_idempotent_and_reports_changes(tmp_path: Path, small: Est
         assert len(devices) == len(small.devices)  # the dropped one is kept, not deleted
 
 
-async def test_devices_carry_their_grid(tmp_path: Path, small: Estate) -> None:
-    async with Registry(f"sqlite+aiosqlite:///{tmp_path}/reg.db") as reg:
+async def test_devices_carry_their_grid(blank_registry_url: str, small: Estate) -> None:
+    async with Registry(blank_registry_url) as reg:
         await reg.load_estate(small)
         index = await reg.device_index()
         cams = await reg.devices(device_type=DeviceType.CAMERA)
@@ -50,10 +54,10 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )
 
 
-def test_cli_registry_init_and_devices_list(tmp_path: Path, small: Estate) -> None:
+def test_cli_registry_init_and_devices_list(tmp_path: Path, small: Estate, blank_registry_url: str) -> None:
     estate_file = tmp_path / "small.yaml"
     estate_file.write_text(dump_estate(small), encoding="utf-8")
-    db = f"sqlite+aiosqlite:///{tmp_path}/reg.db"
+    db = blank_registry_url
     init = run_cli("registry", "init", "--estate", str(estate_file), "--db-url", db)
     assert init.returncode == 0, init.stderr
     assert f"{len(small.devices)} devices added" in init.stdout
