@@ -302,7 +302,7 @@ class RulesService(StreamService):
     async def _publish_due(self) -> None:
         if not self.connected:
             return  # kept: they go out once the broker is back (a reconnect wakes us)
-        due = await self.store.outbox.due(MQTT_CHANNEL, limit=OUTBOX_BATCH)
+        due = await self.store.outbox.take(MQTT_CHANNEL, limit=OUTBOX_BATCH)
         for item in due:
             payload = json.dumps(item.message["payload"], ensure_ascii=False).encode()
             # QoS 1 in a persistent session: gmqtt resends it after a reconnect until the broker acks.
@@ -313,7 +313,7 @@ class RulesService(StreamService):
 
     async def _write_due(self) -> None:
         """Alert lines for the boards, in batches; InfluxDB away: they wait in the outbox, in order."""
-        due = await self.store.outbox.due(INFLUX_CHANNEL, limit=OUTBOX_BATCH)
+        due = await self.store.outbox.take(INFLUX_CHANNEL, limit=OUTBOX_BATCH)
         if not due:
             return
         try:
@@ -329,12 +329,14 @@ class RulesService(StreamService):
     async def _write_one_by_one(self, due: list[Outgoing]) -> None:
         """InfluxDB 1.x stores the good lines of a refused batch, 2.x none: write each alone, and
         give up only on the lines refused alone (logged with InfluxDB's reason), not on the rest."""
-        for item in due:
+        for n, item in enumerate(due):
             try:
                 await self.influx.write(item.message["line"].encode(), precision="ns")
             except InfluxError as exc:
                 if exc.status != 400:
-                    raise  # away again: this and the rest stay pending
+                    # Away again: this and the rest stay pending (tried again soon, not when the claim runs out).
+                    await self.store.outbox.retry_later([i.id for i in due[n:]], 2.0, str(exc))
+                    raise
                 log.error("InfluxDB refuses an alert line for good: %s (%s)", exc.body[:300],
                           item.message["line"][:300])  # fmt: skip
                 await self.store.outbox.settle([item.id], "failed", exc.body[:500])

@@ -19,7 +19,7 @@ from devices.alerts import EVIDENCE_KEPT, Action, Alert, Severity, State, severi
 from devices.topics import ESTATE_GRID
 from store.alert_copies import copies
 from store.outbox import Item, Outbox
-from store.registry.db import Registry
+from store.registry.db import Registry, retrying
 from store.registry.schema import AlertEventRow, AlertRow
 
 RULES_ACTOR = "rules"
@@ -142,15 +142,21 @@ class AlertStore:
         self, change: str, ts: int, alert: Alert, notifications: Notifications | None = None
     ) -> Applied | None:
         """Apply one engine change (``opened``, ``repeated``, ``updated``, ``resolved``); its copies
-        (and, when people should hear of it, ``notifications``) are queued in the same transaction."""
-        async with self.registry.session() as s, s.begin():
-            applied = await self._apply(s, change, ts, alert)
-            if applied is not None:
-                items = copies(applied.alert, applied.action, _engine_marker(applied.alert), applied.alert.last_ts)
-                if applied.notify and notifications is not None:
-                    items += notifications(applied.alert, applied.action)
-                await self.outbox.add(s, items)
-            return applied
+        (and, when people should hear of it, ``notifications``) are queued in the same transaction.
+        Another writer of the same alert (a second rules service, a person) makes it wait or try
+        again: one open alert per (site, rule, subject) whoever writes."""
+
+        async def attempt() -> Applied | None:
+            async with self.registry.transaction() as s:
+                applied = await self._apply(s, change, ts, alert)
+                if applied is not None:
+                    items = copies(applied.alert, applied.action, _engine_marker(applied.alert), applied.alert.last_ts)
+                    if applied.notify and notifications is not None:
+                        items += notifications(applied.alert, applied.action)
+                    await self.outbox.add(s, items)
+                return applied
+
+        return await retrying(attempt)
 
     async def _apply(self, s: AsyncSession, change: str, ts: int, alert: Alert) -> Applied | None:
         row = await self._open_row(s, alert.site, alert.rule, alert.subject)
@@ -209,7 +215,10 @@ class AlertStore:
 
     # -- people ----------------------------------------------------------------------------------
     async def acknowledge(self, alert_id: int, actor: str, note: str | None = None) -> AlertView:
-        async with self.registry.session() as s, s.begin():
+        return await retrying(lambda: self._acknowledge(alert_id, actor, note))
+
+    async def _acknowledge(self, alert_id: int, actor: str, note: str | None) -> AlertView:
+        async with self.registry.transaction() as s:
             row = await self._row(s, alert_id)
             if row.state != State.OPEN:
                 raise AlertStateError(f"alert {alert_id} is {row.state}, only an open alert can be acknowledged")
@@ -217,7 +226,10 @@ class AlertStore:
             return await self._acted(s, row, actor, Action.ACKNOWLEDGED, {"note": note} if note else {})
 
     async def resolve(self, alert_id: int, actor: str, note: str | None = None) -> AlertView:
-        async with self.registry.session() as s, s.begin():
+        return await retrying(lambda: self._resolve(alert_id, actor, note))
+
+    async def _resolve(self, alert_id: int, actor: str, note: str | None) -> AlertView:
+        async with self.registry.transaction() as s:
             row = await self._row(s, alert_id)
             if row.state == State.RESOLVED:
                 raise AlertStateError(f"alert {alert_id} is already resolved")
@@ -226,7 +238,10 @@ class AlertStore:
             return await self._acted(s, row, actor, Action.RESOLVED, {"note": note} if note else {})
 
     async def assign(self, alert_id: int, assignee: str | None, actor: str) -> AlertView:
-        async with self.registry.session() as s, s.begin():
+        return await retrying(lambda: self._assign(alert_id, assignee, actor))
+
+    async def _assign(self, alert_id: int, assignee: str | None, actor: str) -> AlertView:
+        async with self.registry.transaction() as s:
             row = await self._row(s, alert_id)
             if row.state == State.RESOLVED:
                 raise AlertStateError(f"alert {alert_id} is resolved; reopen it by hand is not supported")
@@ -254,6 +269,14 @@ class AlertStore:
         alert reached its severity (its opening, or a raise since) is the (n+1)th escalation;
         ``recipients`` names who the next level reaches. Each escalation's copies and notifications
         are queued in the same transaction."""
+        return await retrying(lambda: self._escalate_unacknowledged(timeouts_s, recipients, notifications))
+
+    async def _escalate_unacknowledged(
+        self,
+        timeouts_s: Mapping[str, Sequence[float]],
+        recipients: Callable[[AlertView, int], list[str]],
+        notifications: Notifications | None,
+    ) -> list[AlertView]:
         now = self.now_ms()
         raised: list[AlertView] = []
         first_steps = [steps[0] for steps in timeouts_s.values() if steps]
@@ -261,9 +284,11 @@ class AlertStore:
             return raised
         # Only alerts old enough for the shortest first step are loaded: usually none at all.
         oldest = now - int(min(first_steps) * 1000)
-        async with self.registry.session() as s, s.begin():
+        async with self.registry.transaction() as s:
             since = func.coalesce(AlertRow.severity_at_ms, AlertRow.opened_at_ms)
-            rows = (await s.scalars(select(AlertRow).where(AlertRow.state == "open", since <= oldest))).all()
+            # Locked: a second rules service escalating at the same moment waits, then sees the level raised.
+            query = select(AlertRow).where(AlertRow.state == "open", since <= oldest).with_for_update()
+            rows = (await s.scalars(query.order_by(AlertRow.id))).all()
             for row in rows:
                 steps = timeouts_s.get(row.severity, ())
                 if row.ack_escalations >= len(steps):
@@ -340,7 +365,7 @@ class AlertStore:
 
     async def get(self, alert_id: int) -> tuple[AlertView, list[AuditEntry]]:
         async with self.registry.session() as s:
-            row = await self._row(s, alert_id)
+            row = await self._row(s, alert_id, lock=False)
             query = select(AlertEventRow).where(AlertEventRow.alert_id == alert_id).order_by(AlertEventRow.id)
             events = (await s.scalars(query)).all()
             return AlertView.of(row), [AuditEntry(e.at_ms, e.actor, e.action, dict(e.detail)) for e in events]
@@ -348,8 +373,10 @@ class AlertStore:
     # -- helpers ---------------------------------------------------------------------------------
     @staticmethod
     async def _open_row(s: AsyncSession, site: str, rule: str, subject: str) -> AlertRow | None:
+        # Locked to the end of the transaction (PostgreSQL; SQLite has one writer at a time anyway):
+        # two writers of one alert take turns instead of overwriting each other's reading of it.
         query = select(AlertRow).where(AlertRow.site_id == site, AlertRow.open_key == f"{rule}/{subject}")
-        return (await s.scalars(query)).first()
+        return (await s.scalars(query.with_for_update())).first()
 
     @staticmethod
     async def _seen_closed(s: AsyncSession, alert: Alert, ts: int) -> bool:
@@ -364,8 +391,8 @@ class AlertStore:
         return any(ts <= max(last, resolved or last) for last, resolved in (await s.execute(query)).all())
 
     @staticmethod
-    async def _row(s: AsyncSession, alert_id: int) -> AlertRow:
-        row = await s.get(AlertRow, alert_id)
+    async def _row(s: AsyncSession, alert_id: int, *, lock: bool = True) -> AlertRow:
+        row = await s.get(AlertRow, alert_id, with_for_update=lock)
         if row is None:
             raise AlertNotFoundError(f"no alert {alert_id}")
         return row

@@ -17,11 +17,11 @@ class Checkpoints:
             return dict(row.value) if row is not None else None
 
     async def put(self, site: str, key: str, value: dict[str, Any]) -> None:
-        async with self.registry.session() as s, s.begin():
+        async with self.registry.transaction() as s:
             await s.merge(RuleStateRow(site_id=site, key=key, value=value, updated_ms=int(time.time() * 1000)))
 
     async def drop(self, site: str, key: str) -> None:
-        async with self.registry.session() as s, s.begin():
+        async with self.registry.transaction() as s:
             row = await s.get(RuleStateRow, (site, key))
             if row is not None:
                 await s.delete(row)

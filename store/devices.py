@@ -142,7 +142,7 @@ class DeviceAdmin:
         """A write transaction that bumps the devices' version (other processes' copies notice);
         this process's copy is dropped once it is over (committed or not)."""
         try:
-            async with self.registry.session() as s, s.begin():
+            async with self.registry.transaction() as s:
                 yield s
                 await bump_devices_version(s, site, "api")
         finally:

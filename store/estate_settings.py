@@ -33,7 +33,7 @@ class EstateSettings:
         return None if row is None else Setting(row.value, row.updated_ms, row.updated_by)
 
     async def put(self, site: str, key: str, value: Any, actor: str) -> Setting:
-        async with self.registry.session() as s, s.begin():
+        async with self.registry.transaction() as s:
             now = _stamp(await self._version(s, site))
             row = await s.get(EstateSettingRow, (site, key))
             if row is None:
@@ -61,7 +61,7 @@ class EstateSettings:
 
     async def set_roster(self, site: str, grid: str, roster: list[dict[str, Any]], actor: str) -> Grid | None:
         """Validated against the grid's workers; None when the grid does not exist."""
-        async with self.registry.session() as s, s.begin():
+        async with self.registry.transaction() as s:
             row = await s.get(GridRow, (site, grid))
             if row is None:
                 return None

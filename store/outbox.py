@@ -4,7 +4,10 @@ same transaction as the change itself, whoever made it (the rules engine or a pe
 API). One publisher per channel drains it (the rules service), so a broker or InfluxDB that is away
 when an alert changes delays its copies; it never loses them.
 
-A row's key makes it unique: a replayed change (a restart's rebuild) queues nothing twice.
+A row's key makes it unique: a replayed change (a restart's rebuild) queues nothing twice. A sender
+claims the rows it is about to send (one conditional UPDATE: of two rules services looking at the
+same rows, one wins each); a claim is a lease, so the rows of a sender that died are sent again
+when it runs out, never lost.
 """
 
 import time
@@ -21,6 +24,9 @@ from store.registry.schema import NotificationRow
 
 # (key, channel, alert id, message)
 Item = tuple[str, str, int, dict[str, Any]]
+# Longer than any send takes (a robot's HTTP timeout, an InfluxDB write): a claim that runs out
+# while its sender still works would let another send the row too.
+CLAIM_LEASE_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +65,7 @@ class Outbox:
 
     async def enqueue_many(self, items: Sequence[Item]) -> int:
         """Queue items in a transaction of their own; returns how many were new."""
-        async with self.registry.session() as s, s.begin():
+        async with self.registry.transaction() as s:
             return await self.add(s, items)
 
     async def due(self, channel: str, limit: int = 100) -> list[Outgoing]:
@@ -78,9 +84,30 @@ class Outbox:
             ).all()
             return [Outgoing(r.id, r.key, r.channel, r.alert_id, dict(r.message), r.attempts) for r in rows]
 
+    async def claim(self, items: Sequence[Outgoing], lease_s: float = CLAIM_LEASE_S) -> list[Outgoing]:
+        """The items this caller may send: those still pending and due (no other sender claimed
+        them meanwhile), now hidden from others for ``lease_s``."""
+        if not items:
+            return []
+        now = self.now_ms()
+        async with self.registry.transaction() as s:
+            won = await s.scalars(
+                update(NotificationRow)
+                .where(NotificationRow.id.in_([i.id for i in items]), NotificationRow.state == "pending",
+                       NotificationRow.next_at_ms <= now)
+                .values(next_at_ms=now + int(lease_s * 1000))
+                .returning(NotificationRow.id)
+            )  # fmt: skip
+            ids = set(won.all())
+        return [i for i in items if i.id in ids]
+
+    async def take(self, channel: str, limit: int = 100, lease_s: float = CLAIM_LEASE_S) -> list[Outgoing]:
+        """Due items of the channel, claimed (``due`` then ``claim``)."""
+        return await self.claim(await self.due(channel, limit), lease_s)
+
     async def settle(self, ids: Sequence[int], state: str, error: str | None = None) -> None:
         """Mark messages ``sent``, ``folded`` (into a summary that was sent) or ``failed`` for good."""
-        async with self.registry.session() as s, s.begin():
+        async with self.registry.transaction() as s:
             await s.execute(
                 update(NotificationRow)
                 .where(NotificationRow.id.in_(ids))
@@ -88,7 +115,7 @@ class Outbox:
             )
 
     async def retry_later(self, ids: Sequence[int], delay_s: float, error: str) -> None:
-        async with self.registry.session() as s, s.begin():
+        async with self.registry.transaction() as s:
             await s.execute(
                 update(NotificationRow)
                 .where(NotificationRow.id.in_(ids))

@@ -110,7 +110,7 @@ class TokenStore:
         token_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
         now = int(time.time() * 1000)
         expires = None if expires_days is None else now + int(expires_days * DAY_MS)
-        async with self.registry.session() as s, s.begin():
+        async with self.registry.transaction() as s:
             s.add(
                 TokenRow(
                     id=token_id,
@@ -144,11 +144,11 @@ class TokenStore:
 
     async def touch(self, token_id: str, at_ms: int) -> None:
         """Record a use (callers throttle this: it is a write)."""
-        async with self.registry.session() as s, s.begin():
+        async with self.registry.transaction() as s:
             await s.execute(update(TokenRow).where(TokenRow.id == token_id).values(last_used_ms=at_ms))
 
     async def revoke(self, token_id: str) -> bool:
-        async with self.registry.session() as s, s.begin():
+        async with self.registry.transaction() as s:
             row = await s.get(TokenRow, token_id)
             if row is None or row.revoked_ms is not None:
                 return False

@@ -90,8 +90,12 @@ class Dispatcher:
         if not due:
             return 0
         if len(due) > self.robot.channel.fold_after or (len(due) > 1 and self.window.free() < len(due)):
-            return await self._fold(due)
+            # Another rules service may be sending the same rows: send only what this one claims.
+            claimed = await self.store.claim(due)
+            return await self._fold(claimed) if claimed else 0
         first = due[0]
+        if not await self.store.claim([first]):
+            return 0
         if await self._post(self.robot.body(first.message, first.key), first.key, [first]):
             await self.store.settle([first.id], "sent")
             self._count("sent", 1)

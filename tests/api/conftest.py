@@ -33,3 +33,4 @@ async def rules(
     settings = rules_settings(broker, influxd.url, influx_db, registry_url, tmp_path / "rules", small, None)
     async with RulesService(settings) as svc:
         yield svc
+

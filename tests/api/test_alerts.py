@@ -5,6 +5,8 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+
 from devices.alerts import Alert
 from rules.service import RulesService
 from store.alert_copies import MQTT_CHANNEL
@@ -14,6 +16,9 @@ from tests.support import mqtt
 from tests.support.api import RunningApi, Tokens
 from tests.support.ingest import eventually, until
 from tests.support.servers import Broker, InfluxServer
+
+# On SQLite and on PostgreSQL: what the registry's constraints and locking decide is tested here.
+pytestmark = pytest.mark.both_registries
 
 
 def snap(subject: str, **over: Any) -> Alert:

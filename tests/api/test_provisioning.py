@@ -18,6 +18,9 @@ from tests.support.ingest import eventually
 from tests.support.pipeline import Factory
 from tests.support.servers import Broker, InfluxServer
 
+# On SQLite and on PostgreSQL: what the registry's constraints and locking decide is tested here.
+pytestmark = pytest.mark.both_registries
+
 NEW = {"site": "small", "id": "smk-new-1", "type": "smoke_sensor", "building": "b001", "unit": "b001-u1", "floor": 3}
 
 

@@ -5,8 +5,13 @@ import asyncio
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.api.test_authorization import _setup
 from tests.support.api import RunningApi, Tokens
+
+# On SQLite and on PostgreSQL: what the registry's constraints and locking decide is tested here.
+pytestmark = pytest.mark.both_registries
 
 
 async def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(

@@ -5,6 +5,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from sqlalchemy import update
 
@@ -14,6 +15,9 @@ from store.registry.schema import TokenRow
 from store.tokens import DAY_MS, Role, TokenError, TokenExpiredError, TokenStore, parse_expiry
 from tests.support.api import RunningApi, Tokens
 from tests.support.ingest import until
+
+# On SQLite and on PostgreSQL: what the registry's constraints and locking decide is tested here.
+pytestmark = pytest.mark.both_registries
 
 
 async def _expire(registry_url: str, token: str) -> None:

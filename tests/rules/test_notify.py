@@ -4,7 +4,6 @@ import base64
 import hashlib
 import hmac
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +20,9 @@ from store.registry.db import Registry
 from tests.store.test_alerts import Clock, snap
 from tests.support.http_recorder import Recorder, http_recorder
 
+# On SQLite and on PostgreSQL: what the registry's constraints and locking decide is tested here.
+pytestmark = pytest.mark.both_registries
+
 
 @pytest.fixture
 def robot_server() -> Iterator[Recorder]:
@@ -29,8 +31,8 @@ def robot_server() -> Iterator[Recorder]:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[AlertStore]:
-    async with Registry(f"sqlite+aiosqlite:///{tmp_path}/reg.db") as reg:
+async def store(blank_registry_url: str) -> AsyncIterator[AlertStore]:
+    async with Registry(blank_registry_url) as reg:
         yield AlertStore(reg)
 
 

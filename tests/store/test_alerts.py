@@ -1,7 +1,6 @@
 """The alert book: engine changes applied once, people's actions audited, the outbox deduplicated."""
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +11,9 @@ from devices.alerts import Alert
 from store.alert_copies import mirror_line, open_lines
 from store.alerts import AlertNotFoundError, AlertStateError, AlertStore
 from store.registry.db import Registry
+
+# On SQLite and on PostgreSQL: what the registry's constraints and locking decide is tested here.
+pytestmark = pytest.mark.both_registries
 
 
 class Clock:
@@ -28,8 +30,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def store(tmp_path: Path, clock: Clock) -> AsyncIterator[AlertStore]:
-    async with Registry(f"sqlite+aiosqlite:///{tmp_path}/reg.db") as reg:
+async def store(blank_registry_url: str, clock: Clock) -> AsyncIterator[AlertStore]:
+    async with Registry(blank_registry_url) as reg:
         yield AlertStore(reg, clock)
 
 

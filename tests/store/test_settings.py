@@ -2,6 +2,9 @@ import pytest
 
 from runtime.settings import Settings, SettingsError, load_settings, parse_mqtt_url
 
+# On SQLite and on PostgreSQL: what the registry's constraints and locking decide is tested here.
+pytestmark = pytest.mark.both_registries
+
 
 def test_defaults_point_at_the_local_stack(monkeypatch: pytest.MonkeyPatch) -> None:
     for k in ("MQTT_URL", "INFLUX_URL", "INFLUX_DATABASE", "DB_URL", "ESTATE_FILE"):
