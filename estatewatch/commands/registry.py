@@ -2,8 +2,9 @@
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import click
 from sqlalchemy import Connection
@@ -14,6 +15,8 @@ from estatewatch.common import fail
 from estatewatch.options import setting, settings_from
 from runtime.settings import Settings
 from store.registry.db import Registry
+
+T = TypeVar("T")
 
 
 @click.group()
@@ -63,13 +66,25 @@ def registry_init(estate_file: Path | None, device_credentials: Path | None, upg
     asyncio.run(load())
 
 
+def _on_registry(db_url: str, work: Callable[[Connection], T]) -> T:
+    """``work`` on the registry in one transaction; an unreachable database is a clear failure."""
+    from sqlalchemy.exc import DBAPIError
+
+    from store.registry import migrate
+
+    try:
+        return cast(T, asyncio.run(migrate.run(db_url, work)))
+    except (OSError, DBAPIError) as exc:
+        fail(f"cannot reach the registry at {migrate.safe_url(db_url)}: {exc}")
+
+
 def _upgrade(db_url: str, target: str) -> None:
     from store.registry import migrate
 
     def work(conn: Connection) -> tuple[str | None, str]:
         return migrate.upgrade_sync(conn, target, lambda line: click.echo(f"  {line}"))
 
-    before, after = asyncio.run(migrate.run(db_url, work))
+    before, after = _on_registry(db_url, work)
     where = migrate.safe_url(db_url)
     if before == after:
         click.echo(f"registry {where}: schema {after}, up to date")
@@ -100,7 +115,7 @@ def registry_downgrade(target: str, **values: Any) -> None:
         return migrate.downgrade_sync(conn, target, lambda line: click.echo(f"  {line}"))
 
     try:
-        before, after = asyncio.run(migrate.run(settings.db_url, work))
+        before, after = _on_registry(settings.db_url, work)
     except migrate.IrreversibleError as exc:
         fail(f"refused, nothing changed: {exc}")
     click.echo(f"registry {migrate.safe_url(settings.db_url)}: schema {before} -> {after}")
@@ -113,7 +128,7 @@ def registry_status(**values: Any) -> None:
     from store.registry import migrate
 
     settings = settings_from(values, Settings)
-    found = asyncio.run(migrate.run(settings.db_url, migrate.revision_of))
+    found = _on_registry(settings.db_url, migrate.revision_of)
     newest = migrate.head()
     click.echo(f"registry {migrate.safe_url(settings.db_url)}: schema {found or 'empty'}")
     for step in migrate.chain():
@@ -174,19 +189,23 @@ def registry_restore(src: Path, replace: bool, **values: Any) -> None:
     """Restore a backup (stop the services first). Refuses to overwrite a registry with data unless
     --replace; a restored older schema is then upgraded with: estatewatch registry upgrade."""
     from store.registry import migrate
-    from store.registry.backup import BackupError, restore
+    from store.registry.backup import BackupError, check_kind, restore
 
     settings = settings_from(values, Settings)
     where = migrate.safe_url(settings.db_url)
+    try:
+        check_kind(settings.db_url, src)
+    except BackupError as exc:
+        fail(str(exc))
     sqlite_file = settings.db_url.startswith("sqlite") and not Path(settings.db_url.split("///", 1)[-1]).exists()
-    found = None if sqlite_file else asyncio.run(migrate.run(settings.db_url, migrate.revision_of))
+    found = None if sqlite_file else _on_registry(settings.db_url, migrate.revision_of)
     if found is not None and not replace:
         fail(f"the registry at {where} has data (schema {found}): pass --replace to overwrite it")
     try:
         restore(settings.db_url, src, has_data=found is not None)
     except BackupError as exc:
         fail(str(exc))
-    now = asyncio.run(migrate.run(settings.db_url, migrate.revision_of))
+    now = _on_registry(settings.db_url, migrate.revision_of)
     click.echo(f"registry {where} restored from {src}: schema {now}")
     if now != migrate.head():
         click.echo("its schema is older than this release's: run estatewatch registry upgrade")

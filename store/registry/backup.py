@@ -84,7 +84,7 @@ def backup(db_url: str, dest: Path) -> BackupReport:
     return BackupReport(dest, dest.stat().st_size)
 
 
-def _kind(path: Path) -> str:
+def kind_of(path: Path) -> str:
     try:
         with path.open("rb") as f:
             head = f.read(16)
@@ -97,17 +97,22 @@ def _kind(path: Path) -> str:
     raise BackupError(f"{path} is neither a SQLite registry backup nor a pg_dump archive")
 
 
+def check_kind(db_url: str, src: Path) -> None:
+    """Refuse a backup of the other kind before anything touches the registry."""
+    restore_kind = kind_of(src)
+    backend = make_url(db_url).get_backend_name()
+    if restore_kind != backend:
+        raise BackupError(f"{src} is a {restore_kind} backup, the registry is {backend}: "
+                          "restore it into a registry of its kind")  # fmt: skip
+
+
 def restore(db_url: str, src: Path, *, has_data: bool) -> None:
     """The backup in ``src`` into the registry at ``db_url``, replacing what is there. Stop the
     services first: they keep what they read in memory. ``has_data`` is only for the message of a
     mismatch; refusing to overwrite is the caller's decision."""
     url = make_url(db_url)
-    kind = _kind(src)
-    if kind != url.get_backend_name():
-        raise BackupError(
-            f"{src} is a {kind} backup, the registry is {url.get_backend_name()}: "
-            "restore it into a registry of its kind" + (" (this one has data)" if has_data else "")
-        )
+    check_kind(db_url, src)
+    kind = url.get_backend_name()
     if kind == "sqlite":
         target = _sqlite_path(url)
         target.parent.mkdir(parents=True, exist_ok=True)

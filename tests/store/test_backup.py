@@ -108,4 +108,7 @@ def test_a_backup_of_the_wrong_kind_or_not_a_backup_is_refused_clearly(tmp_path:
     sqlite_backup = tmp_path / "s.bak"
     sqlite_backup.write_bytes(b"SQLite format 3\x00" + bytes(100))
     result = cli("registry", "restore", str(sqlite_backup), url="postgresql+asyncpg://x@127.0.0.1:1/none")
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.returncode == 1 and "is a sqlite backup, the registry is postgresql" in result.stderr
+    unreachable = cli("registry", "status", url="postgresql+asyncpg://x:secret@127.0.0.1:1/none")
+    assert unreachable.returncode == 1 and "cannot reach the registry at" in unreachable.stderr
+    assert "secret" not in unreachable.stderr and "Traceback" not in unreachable.stderr
