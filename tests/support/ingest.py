@@ -1,5 +1,6 @@
 """Ingest workers as real processes, and checks of what reached InfluxDB."""
 
+import inspect
 import os
 import signal
 import subprocess
@@ -129,11 +130,18 @@ async def eventually(predicate: Callable[[], bool], within_s: float = 10.0, ever
     import asyncio
 
     deadline = time.monotonic() + within_s
-    while not predicate():
+    while not _answer(predicate):
         if time.monotonic() > deadline:
             return False
         await asyncio.sleep(every)
     return True
+
+
+def _answer(predicate: Callable[[], bool]) -> bool:
+    answer = predicate()
+    if inspect.isawaitable(answer):  # a coroutine is truthy: the wait would end at once
+        raise TypeError("eventually() got an async predicate: use until()")
+    return answer
 
 
 async def until(predicate: Callable[[], Awaitable[bool]], within_s: float = 10.0, every: float = 0.1) -> bool:
