@@ -3,7 +3,7 @@
 import time
 from typing import Any
 
-from store.registry.db import Registry
+from store.registry.db import Registry, retrying
 from store.registry.schema import RuleStateRow
 
 
@@ -17,8 +17,14 @@ class Checkpoints:
             return dict(row.value) if row is not None else None
 
     async def put(self, site: str, key: str, value: dict[str, Any]) -> None:
-        async with self.registry.transaction() as s:
-            await s.merge(RuleStateRow(site_id=site, key=key, value=value, updated_ms=int(time.time() * 1000)))
+        """Two services checkpointing a new key at once: the second's insert loses and is retried as
+        an update (the last one wins: both hold the same engine state)."""
+
+        async def attempt() -> None:
+            async with self.registry.transaction() as s:
+                await s.merge(RuleStateRow(site_id=site, key=key, value=value, updated_ms=int(time.time() * 1000)))
+
+        await retrying(attempt)
 
     async def drop(self, site: str, key: str) -> None:
         async with self.registry.transaction() as s:

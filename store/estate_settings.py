@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from devices.estate import Grid
-from store.registry.db import Registry
+from store.registry.db import Registry, retrying
 from store.registry.schema import EstateSettingRow, GridRow
 
 RULES_KEY = "rules"  # {"rules": {...partial rules...}, "overrides": [...]}
@@ -33,6 +33,9 @@ class EstateSettings:
         return None if row is None else Setting(row.value, row.updated_ms, row.updated_by)
 
     async def put(self, site: str, key: str, value: Any, actor: str) -> Setting:
+        return await retrying(lambda: self._put(site, key, value, actor))
+
+    async def _put(self, site: str, key: str, value: Any, actor: str) -> Setting:
         async with self.registry.transaction() as s:
             now = _stamp(await self._version(s, site))
             row = await s.get(EstateSettingRow, (site, key))
@@ -61,6 +64,9 @@ class EstateSettings:
 
     async def set_roster(self, site: str, grid: str, roster: list[dict[str, Any]], actor: str) -> Grid | None:
         """Validated against the grid's workers; None when the grid does not exist."""
+        return await retrying(lambda: self._set_roster(site, grid, roster, actor))
+
+    async def _set_roster(self, site: str, grid: str, roster: list[dict[str, Any]], actor: str) -> Grid | None:
         async with self.registry.transaction() as s:
             row = await s.get(GridRow, (site, grid))
             if row is None:

@@ -86,3 +86,20 @@ def test_cli_bad_estate_file_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "not valid YAML" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_two_services_writing_the_same_new_rows_at_once_both_succeed(blank_registry_url: str) -> None:
+    """Two rules services checkpoint (and two engineers set) a key neither has written yet: on
+    PostgreSQL both inserts race, the loser retries as an update; nothing fails."""
+    import asyncio
+
+    from store.checkpoints import Checkpoints
+    from store.estate_settings import EstateSettings
+
+    async with Registry(blank_registry_url) as one, Registry(blank_registry_url) as other:
+        for n in range(10):
+            await asyncio.gather(Checkpoints(one).put("small", f"k{n}", {"by": "one"}),
+                                 Checkpoints(other).put("small", f"k{n}", {"by": "other"}),
+                                 EstateSettings(one).put("small", f"s{n}", [1], "one"),
+                                 EstateSettings(other).put("small", f"s{n}", [2], "other"))  # fmt: skip
+            assert (await Checkpoints(one).get("small", f"k{n}")) in ({"by": "one"}, {"by": "other"})
