@@ -230,3 +230,33 @@ def test_stack_run_reports_a_service_that_stops_and_takes_the_rest_down(
     assert "stopped ingest" in run.stdout and "stopped api" in run.stdout
     status = cli("stack", "status", env=env)
     assert "running" not in status.stdout, status.stdout
+
+
+def test_make_up_upgrades_a_registry_an_earlier_release_made(tmp_path: Path) -> None:
+    """The run folder of a release before migrations: `make up` (stack run) brings its registry to
+    the newest schema and keeps its devices."""
+    import asyncio
+    import sqlite3
+
+    from runtime.settings import Settings
+    from stack.local import LocalStack
+    from stack.supervise import prepare_registry
+    from store.registry import migrate
+    from store.registry.db import Registry
+
+    run = tmp_path / "run"
+    run.mkdir()
+    ddl = (Path(__file__).parents[1] / "store" / "legacy" / "registry-early-sqlite.sql").read_text()
+    with sqlite3.connect(run / "registry.db") as db:
+        db.executescript(ddl)
+        db.execute("INSERT INTO sites VALUES ('luedi-south', 'old name', 'Asia/Shanghai', 31.2, 120.6, '[]')")
+    local = LocalStack(Settings(run_dir=run), make_device_credentials=False)
+    assert prepare_registry(local) == 0
+
+    async def check() -> tuple[str | None, int]:
+        found = await migrate.run(local.settings.db_url, migrate.revision_of)
+        async with Registry(local.settings.db_url) as reg:
+            return found, len(await reg.devices())
+
+    revision, devices = asyncio.run(check())
+    assert revision == migrate.head() and devices > 6000
