@@ -9,6 +9,7 @@ upgrade`), so an upgrade is a step an operator takes, once, with a backup at han
 import asyncio
 import contextlib
 import fcntl
+import functools
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,9 @@ def config(connection: Connection | None = None) -> Config:
     return cfg
 
 
+@functools.cache
 def scripts() -> ScriptDirectory:
+    """The migrations (read once per process: every registry open asks for the head)."""
     return ScriptDirectory.from_config(config())
 
 
@@ -181,13 +184,15 @@ def upgrade_sync(conn: Connection, target: str, progress: Callable[[str], None])
             # The baseline adopts the old tables; only the record of it is missing.
             progress("registry made before migrations: bringing it to the baseline")
         end = resolve(conn, target)
+        if end is None:
+            raise RegistrySchemaError("an upgrade goes to a revision or head; base is a downgrade")
         start = None if before == UNVERSIONED else before
         steps = _between(start, end)
-        if start is not None and end is not None and not steps and start != end:
+        if start is not None and not steps and start != end:
             raise RegistrySchemaError(f"the registry is at {start}, past {end}: that is a downgrade")
         for step in steps:
             progress(f"upgrading to {step.revision}: {step.doc}")
-        command.upgrade(config(conn), end or "base")
+        command.upgrade(config(conn), end)
         return before, revision_of(conn) or "empty"
 
 

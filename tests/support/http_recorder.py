@@ -72,7 +72,9 @@ def http_recorder(responder: Responder | None = None) -> Iterator[Recorder]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     recorder.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, name="http-recorder", daemon=True)
+    # A short poll: shutdown() waits up to one poll interval (0.5 s by default, in every test).
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, name="http-recorder",
+                              daemon=True)
     thread.start()
     try:
         yield recorder
