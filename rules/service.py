@@ -303,11 +303,17 @@ class RulesService(StreamService):
         if not self.connected:
             return  # kept: they go out once the broker is back (a reconnect wakes us)
         due = await self.store.outbox.take(MQTT_CHANNEL, limit=OUTBOX_BATCH)
-        for item in due:
-            payload = json.dumps(item.message["payload"], ensure_ascii=False).encode()
-            # QoS 1 in a persistent session: gmqtt resends it after a reconnect until the broker acks.
-            for topic in item.message.get("topics") or [item.message["topic"]]:
-                await self.publish(topic, payload)
+        try:
+            for item in due:
+                payload = json.dumps(item.message["payload"], ensure_ascii=False).encode()
+                # QoS 1 in a persistent session: gmqtt resends it after a reconnect until the broker acks.
+                for topic in item.message.get("topics") or [item.message["topic"]]:
+                    await self.publish(topic, payload)
+        except Exception:
+            # Due again now (for the next round, or the other rules service), not when the claim runs out.
+            with contextlib.suppress(*TRANSIENT):
+                await self.store.outbox.release([i.id for i in due])
+            raise
         if due:
             await self.store.outbox.settle([i.id for i in due], "sent")
 

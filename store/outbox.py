@@ -101,6 +101,15 @@ class Outbox:
             ids = set(won.all())
         return [i for i in items if i.id in ids]
 
+    async def release(self, ids: Sequence[int]) -> None:
+        """Claimed rows not sent after all (the sender failed): due again at once, for anyone."""
+        async with self.registry.transaction() as s:
+            await s.execute(
+                update(NotificationRow)
+                .where(NotificationRow.id.in_(ids), NotificationRow.state == "pending")
+                .values(next_at_ms=self.now_ms())
+            )
+
     async def take(self, channel: str, limit: int = 100, lease_s: float = CLAIM_LEASE_S) -> list[Outgoing]:
         """Due items of the channel, claimed (``due`` then ``claim``)."""
         return await self.claim(await self.due(channel, limit), lease_s)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from devices.alerts import Alert
 from store.alert_copies import mirror_line, open_lines
 from store.alerts import AlertNotFoundError, AlertStateError, AlertStore
+from store.outbox import CLAIM_LEASE_S
 from store.registry.db import Registry
 
 # On SQLite and on PostgreSQL: what the registry's constraints and locking decide is tested here.
@@ -165,6 +166,23 @@ async def test_unacknowledged_alerts_escalate_on_the_wall_clock(store: AlertStor
     await store.acknowledge(opened.alert.id, "worker:w01a")
     clock.t += 1000
     assert await store.escalate_unacknowledged(timeouts, managers) == [], "acknowledged: no more"
+
+
+async def test_a_claim_hides_rows_from_other_senders_until_sent_released_or_expired(
+    store: AlertStore, clock: Clock
+) -> None:
+    outbox = store.outbox
+    await outbox.enqueue_many([(f"k{n}", "wecom", 1, {"n": n}) for n in range(4)])
+    mine = await outbox.take("wecom", limit=2)
+    assert [m.key for m in mine] == ["k0", "k1"]
+    assert await outbox.claim(mine) == [], "claimed once: a second sender wins nothing"
+    theirs = await outbox.take("wecom")
+    assert [t.key for t in theirs] == ["k2", "k3"]
+    await outbox.release([theirs[0].id])  # its sender failed: due again at once
+    assert [t.key for t in await outbox.take("wecom")] == ["k2"]
+    await outbox.settle([mine[0].id], "sent")
+    clock.t += CLAIM_LEASE_S  # the claimers of k1, k2 and k3 died: their rows come back, the sent one not
+    assert sorted(t.key for t in await outbox.take("wecom")) == ["k1", "k2", "k3"]
 
 
 async def test_the_outbox_takes_a_key_once(store: AlertStore, clock: Clock) -> None:
