@@ -82,8 +82,9 @@ _PG_CONFLICTS = {"23505", "40001", "40P01"}
 
 
 def is_conflict(exc: DBAPIError) -> bool:
-    """A race another writer won, not a fault: retrying the transaction resolves it. SQLite says
-    "database is locked" when a transaction that read is overtaken by another's commit (WAL)."""
+    """A race another writer won, not a fault: retrying the transaction resolves it. (SQLite's
+    write transactions take turns at BEGIN IMMEDIATE; "database is locked" there means the busy
+    timeout ran out behind another process's writer.)"""
     code = getattr(exc.orig, "pgcode", None) or getattr(exc.orig, "sqlstate", None)
     if code is not None:
         return str(code) in _PG_CONFLICTS
