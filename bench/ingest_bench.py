@@ -1,11 +1,14 @@
-"""``estatewatch bench ingest``: ingest's sustained rate and latency against the raw limits of the
-broker and InfluxDB, all measured in one run on the local stack.
+"""``estatewatch bench ingest``: ingest's backlog drain, CPU, RSS and latency against the raw limits
+of the broker and InfluxDB, and optionally against Node-RED, all measured in one run on the local stack.
 
 1. broker drain: messages queued for an offline mosquitto_sub session, then drained by it (QoS 1)
 2. InfluxDB raw write: pre-built line-protocol batches of ingest's shape, as many writers as ingest
-3. ingest sustained: the same number of device messages queued for ingest's offline session, then
-   drained by a fresh ingest worker; rate = messages / time until InfluxDB holds every point
-4. latency: a paced stream at 70 % of that rate, with a probe device; publish-to-queryable p50/p99
+3. ingest drain: the same number of smoke readings (``--devices`` devices) queued for ingest's
+   offline session, then drained by fresh workers (bench/drain.py says how it is measured)
+4. with ``--peer node-red``: Node-RED drains the same backlog (bench/nodered.py)
+5. ingest drain of every device type's telemetry over the whole estate (6,160 devices)
+6. ingest drain of messages carrying arrays of readings
+7. latency: a paced stream at 70 % of step 3's rate, with a probe device; publish-to-queryable p50/p99
 """
 
 import asyncio
@@ -15,14 +18,14 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench.procstat import sample
+from bench.drain import Consumer, Drain, Message, estate, measure, smoke
 from bench.publisher import Publisher, publish, smoke_messages
 from devices.topics import ROOT
 from runtime.settings import Settings, parse_mqtt_url
@@ -40,31 +43,33 @@ class Results:
     workers: int = 1
     broker_drain_msg_s: float = 0.0
     influx_write_points_s: float = 0.0
-    ingest_msg_s: float = 0.0
-    ingest_points_s: float = 0.0
-    ingest_cpu_pct: float = 0.0
-    ingest_peak_rss_mb: float = 0.0
+    drains: list[Drain] = field(default_factory=list)
     latency_rate_msg_s: float = 0.0
     latency_p50_ms: float = 0.0
     latency_p99_ms: float = 0.0
     latency_probes: int = 0
-    lost: int = 0
     poison_share: float = 0.0
     poisoned_valid_msg_s: float = 0.0
     poisoned_lost: int = 0
 
+    def drain(self, name: str) -> Drain | None:
+        return next((d for d in self.drains if d.name == name), None)
+
     def ratios(self) -> dict[str, float]:
-        poisoned = (
-            {f"valid msg/s with {self.poison_share:.0%} bad / clean": self.poisoned_valid_msg_s / self.ingest_msg_s}
-            if self.poison_share and self.ingest_msg_s
-            else {}
-        )
-        return poisoned | {
-            "ingest / broker drain": self.ingest_msg_s / self.broker_drain_msg_s if self.broker_drain_msg_s else 0,
-            "ingest / InfluxDB write": self.ingest_points_s / self.influx_write_points_s
-            if self.influx_write_points_s
-            else 0,
-        }
+        out: dict[str, float] = {}
+        ingest, peer = self.drain("ingest"), self.drain("node-red")
+        if ingest is None or not ingest.seconds:
+            return out
+        if peer is not None and peer.msg_s:
+            out["ingest / Node-RED (drain rate)"] = ingest.msg_s / peer.msg_s
+            out["ingest / Node-RED (CPU per message)"] = ingest.cpu_us_per_msg / peer.cpu_us_per_msg
+        if self.poison_share:
+            out[f"valid msg/s with {self.poison_share:.0%} bad / clean"] = self.poisoned_valid_msg_s / ingest.msg_s
+        if self.broker_drain_msg_s:
+            out["ingest / broker drain"] = ingest.msg_s / self.broker_drain_msg_s
+        if self.influx_write_points_s:
+            out["ingest / InfluxDB write"] = ingest.points_s / self.influx_write_points_s
+        return out
 
 
 def _mosq(args: list[str], stack: LocalStack, user: str = "ingest") -> list[str]:
@@ -179,50 +184,63 @@ def worker_pool(stack: LocalStack, db: str, name: str, workers: int) -> list[Ing
     return [IngestWorker(stack, db, name, group=group, index=i) for i in range(workers)]
 
 
-async def ingest_sustained(
-    stack: LocalStack, devices: list[DeviceInfo], count: int, workers: int, results: Results, say: Say
-) -> None:
-    db = "estate_bench_ingest"
+class IngestPool:
+    """``workers`` ingest processes sharing a group of their own (a Consumer for bench.drain)."""
+
+    def __init__(self, stack: LocalStack, db: str, name: str, workers: int) -> None:
+        self.pool = worker_pool(stack, db, name, workers)
+
+    def prepare(self) -> None:
+        for w in self.pool:
+            w.start()  # creates the persistent session and its shared subscription
+            w.stop()
+
+    def start(self) -> list[int]:
+        for w in self.pool:
+            w.start()
+        return [w.proc.pid for w in self.pool if w.proc is not None]
+
+    def stop(self) -> None:
+        for w in self.pool:
+            w.stop()
+
+
+class NodeRedPeer:
+    def __init__(self, stack: LocalStack, db: str, devices: list[DeviceInfo], say: Say) -> None:
+        from bench import nodered
+
+        red = nodered.install(nodered.cache_dir(), say)
+        influx = httpx.URL(stack.settings.influx_url)
+        run = f"bench-nodered-{os.getpid()}-{int(time.time())}"
+        self.peer = nodered.NodeRed(
+            red, stack.settings.run_dir / "bench" / run, parse_mqtt_url(stack.mqtt_url("ingest")),
+            (influx.host, influx.port or 8086), db, devices, run,
+        )  # fmt: skip
+
+    def prepare(self) -> None:
+        self.peer.start()
+        self.peer.stop()
+
+    def start(self) -> list[int]:
+        return [self.peer.start()]
+
+    def stop(self) -> None:
+        self.peer.stop()
+
+
+async def backlog_drain(
+    stack: LocalStack, drain: Drain, consumer: Callable[[str], Consumer], messages: Iterator[Message], say: Say
+) -> Drain:
+    db = f"estate_bench_{drain.name.replace('-', '_')}"
     await fresh_database(stack.settings, db)
-    pool = worker_pool(stack, db, "bench-ingest", workers)
-    for w in pool:
-        w.start()  # creates the persistent session and its shared subscription
-        w.stop()
     target = parse_mqtt_url(stack.mqtt_url("simulator"))
-    start_ms = int(time.time() * 1000) - count
-    await publish(target, smoke_messages(devices, start_ms), count, client_prefix="bench-ingest-pub")
-    say(f"  {count:,} device messages queued for ingest's session(s); starting {workers} worker(s)")
-    for w in pool:
-        w.start()
-    pids = [w.proc.pid for w in pool if w.proc is not None]
-    before = [sample(pid) for pid in pids]
-    started = time.perf_counter()
-    stored = 0
     async with Influx(stack.settings.influx_url, db) as influx:
-
-        async def stored_now() -> int:
-            rows = (await influx.query("SELECT count(seq) FROM smoke_sensor"))[0]
-            return int(rows[0].values[0][1]) if rows else 0
-
-        # The metric counts every point (the retained device statuses too); InfluxDB has the last word.
-        while time.perf_counter() - started < 600:
-            if sum(w.written() for w in pool) >= count * 0.98:
-                stored = await stored_now()
-                if stored >= count:
-                    break
-            await asyncio.sleep(0.05)
-        elapsed = time.perf_counter() - started
-        after = [sample(pid) for pid in pids]
-        await asyncio.sleep(2)
-        stored = await stored_now()
-    for w in pool:
-        w.stop()
-    results.workers = workers
-    results.ingest_msg_s = count / elapsed
-    results.ingest_points_s = count / elapsed
-    results.ingest_cpu_pct = 100 * sum(a.cpu_s - b.cpu_s for a, b in zip(after, before, strict=True)) / elapsed
-    results.ingest_peak_rss_mb = max(a.peak_rss_mb for a in after)
-    results.lost = count - stored
+        await measure(drain, consumer(db), messages, target, influx)
+    say(
+        f"    {drain.msg_s:,.0f} msg/s ({drain.points_s:,.0f} points/s), {drain.cpu_us_per_msg:.1f} us CPU a message "
+        f"({drain.cpu_pct:.0f} % of a core), peak RSS {drain.peak_rss_mb:.0f} MB, lost {drain.lost}"
+    )
+    return drain
 
 
 async def latency(
@@ -290,35 +308,70 @@ async def latency(
 
 
 async def run(
-    settings: Settings, count: int, latency_s: float, workers: int, say: Say, poison_share: float = 0.0
-) -> Results:
+    settings: Settings, count: int, latency_s: float, workers: int, say: Say, poison_share: float = 0.0,
+    peer: str | None = None, devices_n: int = 1000, per_message: int = 100,
+) -> Results:  # fmt: skip
+    from devices.estate import load_estate
+    from devices.types import DeviceType
+
     stack = LocalStack(settings)
     async with Registry(settings.db_url) as reg:
-        from devices.types import DeviceType
-
-        devices = await reg.devices(device_type=DeviceType.SMOKE_SENSOR)
-    if not devices:
+        every_smoke = await reg.devices(device_type=DeviceType.SMOKE_SENSOR)
+    if not every_smoke:
         raise RuntimeError("no smoke sensors in the registry: run 'estatewatch registry init' first")
-    results = Results(messages=count)
-    say(f"1/4 broker raw drain ({count:,} messages, QoS 1, mosquitto_sub)")
+    devices = every_smoke[:devices_n]
+    results = Results(messages=count, workers=workers)
+    steps = 6 + bool(peer) + bool(poison_share)
+    step = iter(range(1, steps + 1))
+    start_ms = int(time.time() * 1000) - count
+
+    def pool(name: str) -> Callable[[str], Consumer]:
+        return lambda db: IngestPool(stack, db, f"bench-{name}", workers)
+
+    say(f"{next(step)}/{steps} broker raw drain ({count:,} messages, QoS 1, mosquitto_sub)")
     results.broker_drain_msg_s = await broker_drain(stack, count, say)
     say(f"    {results.broker_drain_msg_s:,.0f} msg/s")
-    say(f"2/4 InfluxDB raw write ({count:,} points in batches of 5,000, 2 writers)")
+    say(f"{next(step)}/{steps} InfluxDB raw write ({count:,} points in batches of 5,000, 2 writers)")
     results.influx_write_points_s = await influx_write(settings, devices, count, 5000, 2)
     say(f"    {results.influx_write_points_s:,.0f} points/s")
-    say(f"3/4 ingest sustained, QoS 1, ack after store ({count:,} messages, {workers} worker(s))")
-    await ingest_sustained(stack, devices, count, workers, results, say)
-    say(
-        f"    {results.ingest_msg_s:,.0f} msg/s, CPU {results.ingest_cpu_pct:.0f} %, peak RSS "
-        f"{results.ingest_peak_rss_mb:.0f} MB, lost {results.lost}"
+
+    say(f"{next(step)}/{steps} ingest: backlog of {count:,} smoke readings of {len(devices):,} devices, "
+        f"{workers} worker(s), QoS 1, ack after store")  # fmt: skip
+    drain = Drain("ingest", len(devices), count, count, acknowledges="after the store")
+    results.drains.append(await backlog_drain(stack, drain, pool("ingest"), smoke(devices, start_ms), say))
+    if peer == "node-red":
+        say(f"{next(step)}/{steps} Node-RED 4: the same backlog, mqtt in -> function -> join 1000/0.2 s -> "
+            "influxdb batch")  # fmt: skip
+        drain = Drain("node-red", len(devices), count, count, acknowledges="on receipt")
+
+        def node_red(db: str) -> Consumer:
+            return NodeRedPeer(stack, db, devices, say)
+
+        results.drains.append(await backlog_drain(stack, drain, node_red, smoke(devices, start_ms), say))
+
+    whole = load_estate(settings.estate_file)
+    messages, n_devices = estate(whole, start_ms)
+    say(f"{next(step)}/{steps} ingest: backlog of {count:,} readings of all {n_devices:,} devices (every type's "
+        "telemetry)")  # fmt: skip
+    drain = Drain("ingest-estate", n_devices, count, count, acknowledges="after the store")
+    results.drains.append(await backlog_drain(stack, drain, pool("estate"), messages(), say))
+
+    batches = max(1, count // per_message)
+    say(f"{next(step)}/{steps} ingest: {batches:,} messages of {per_message} readings each ({batches * per_message:,} "
+        f"readings) of {len(devices):,} devices")  # fmt: skip
+    drain = Drain("ingest-batched", len(devices), batches, batches * per_message, acknowledges="after the store")
+    results.drains.append(
+        await backlog_drain(stack, drain, pool("batched"), smoke(devices, start_ms, per_message), say)
     )
-    say(f"4/4 publish-to-queryable latency at 70 % of that rate for {latency_s:.0f} s")
-    await latency(stack, devices, 0.7 * results.ingest_msg_s, latency_s, workers, results, say)
+
+    ingest = results.drains[0]
+    say(f"{next(step)}/{steps} publish-to-queryable latency at 70 % of the drain rate for {latency_s:.0f} s")
+    await latency(stack, devices, 0.7 * ingest.msg_s, latency_s, workers, results, say)
     say(f"    p50 {results.latency_p50_ms:.0f} ms, p99 {results.latency_p99_ms:.0f} ms")
     if poison_share:
         from bench.flood_bench import poisoned_drain
 
-        say(f"5/5 the same drain with {poison_share:.0%} bad messages from one device (one worker)")
+        say(f"{next(step)}/{steps} the same drain with {poison_share:.0%} bad messages from one device (one worker)")
         results.poison_share = poison_share
         results.poisoned_valid_msg_s, results.poisoned_lost = await poisoned_drain(
             stack, devices, count, poison_share, say
@@ -334,13 +387,17 @@ def report(results: Results) -> str:
         "| --- | --- |",
         f"| broker raw drain (mosquitto_sub, QoS 1) | {results.broker_drain_msg_s:,.0f} msg/s |",
         f"| InfluxDB raw write (5,000-line batches, 2 writers) | {results.influx_write_points_s:,.0f} points/s |",
-        f"| ingest sustained, QoS 1, ack after store | {results.ingest_msg_s:,.0f} msg/s "
-        f"({results.ingest_points_s:,.0f} points/s) |",
-        f"| ingest CPU / peak RSS | {results.ingest_cpu_pct:.0f} % of a core / {results.ingest_peak_rss_mb:.0f} MB |",
-        f"| lost | {results.lost} of {results.messages:,} |",
-        f"| latency at {results.latency_rate_msg_s:,.0f} msg/s: p50 / p99 | {results.latency_p50_ms:.0f} ms / "
-        f"{results.latency_p99_ms:.0f} ms ({results.latency_probes} probes) |",
     ]
+    lines += [
+        f"| {d.name} drain ({d.devices:,} devices, acks {d.acknowledges}) | {d.msg_s:,.0f} msg/s, "
+        f"{d.points_s:,.0f} points/s; {d.cpu_us_per_msg:.1f} us CPU/msg ({d.cpu_pct:.0f} % of a core); "
+        f"peak RSS {d.peak_rss_mb:.0f} MB; lost {d.lost} of {d.points:,} |"
+        for d in results.drains
+    ]
+    lines.append(
+        f"| latency at {results.latency_rate_msg_s:,.0f} msg/s: p50 / p99 | {results.latency_p50_ms:.0f} ms / "
+        f"{results.latency_p99_ms:.0f} ms ({results.latency_probes} probes) |"
+    )
     if results.poison_share:
         lines.append(
             f"| ingest with {results.poison_share:.0%} bad messages | {results.poisoned_valid_msg_s:,.0f} valid msg/s, "
@@ -352,6 +409,8 @@ def report(results: Results) -> str:
 
 def as_json(results: Results) -> str:
     doc: dict[str, Any] = asdict(results)
+    for d, out in zip(results.drains, doc["drains"], strict=True):
+        out |= {"msg_s": d.msg_s, "points_s": d.points_s, "cpu_us_per_msg": d.cpu_us_per_msg, "lost": d.lost}
     doc["ratios"] = results.ratios()
     return json.dumps(doc, indent=1)
 

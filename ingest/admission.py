@@ -89,11 +89,14 @@ class Admission:
             return Refused(exc.reason, str(exc), t, registered=True)
         if isinstance(parsed, Status):
             return Admitted(t, device, parsed)
-        newest = max(r.ts for r in parsed)
+        if len(parsed) == 1:  # the common case, without two generators
+            newest = oldest = parsed[0].ts
+        else:
+            stamps = [r.ts for r in parsed]
+            newest, oldest = max(stamps), min(stamps)
         if newest > now_ms + self.future_tolerance_s * 1000:
             detail = f"ts {newest} is ahead of the clock by more than {self.future_tolerance_s} s"
             return Refused("future", detail, t, registered=True)
-        oldest = min(r.ts for r in parsed)
         if self.max_age_ms and oldest < now_ms - self.max_age_ms:
             return Refused("too_old", f"ts {oldest} is older than the retention policy", t, registered=True)
         return Admitted(t, device, parsed)

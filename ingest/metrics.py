@@ -1,6 +1,34 @@
 """Ingest's Prometheus metrics, one registry per service instance."""
 
+import math
+from bisect import bisect_left
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+
+class LoopHistogram(Collector):
+    """A histogram observed from the event loop only: no lock, a bisect and three additions (a
+    prometheus_client Histogram takes ~1 us an observation, and ingest makes one per message)."""
+
+    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...]) -> None:
+        self.name, self.documentation = name, documentation
+        self.bounds = buckets
+        self.counts = [0] * (len(buckets) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        cumulative, running = [], 0
+        for bound, n in zip((*self.bounds, math.inf), self.counts, strict=True):
+            running += n
+            cumulative.append(("+Inf" if bound == math.inf else repr(float(bound)), running))
+        yield HistogramMetricFamily(self.name, self.documentation, buckets=cumulative, sum_value=self.sum)
 
 
 class IngestMetrics:
@@ -46,12 +74,11 @@ class IngestMetrics:
             registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
-        self.ack_seconds = Histogram(
-            "ingest_ack_seconds",
-            "message arrival to acknowledgement",
-            registry=r,
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-        )
+        self.ack_seconds = LoopHistogram(
+            "ingest_ack_seconds", "message arrival to acknowledgement",
+            (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )  # fmt: skip
+        r.register(self.ack_seconds)
         self.spool_bytes = Gauge("ingest_spool_bytes", "bytes waiting in the disk spool", registry=r)
         self.inflight = Gauge("ingest_inflight_messages", "messages received, not yet acknowledged", registry=r)
         self.missing = Gauge(

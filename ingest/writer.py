@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 from ingest.metrics import IngestMetrics
@@ -35,17 +35,33 @@ class Outcome(Enum):
 @dataclass(slots=True, eq=False)
 class Entry:
     """The lines of one MQTT message (or of one record of ingest's own), for one retention policy
-    (``rp``, '' for the database's default), and the future its acknowledgement waits on."""
+    (``rp``, '' for the database's default). Its outcome goes to ``settled`` (called once) and to
+    whoever awaits ``done``; a message's acknowledgement waits on one of them."""
 
     lines: list[str]
     rp: str = ""
-    done: asyncio.Future[Outcome] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    settled: Callable[["Entry"], None] | None = None
+    outcome: Outcome | None = None
     refusal: str = ""  # what InfluxDB said, when refused
+    _done: "asyncio.Future[Outcome] | None" = None
 
     def settle(self, outcome: Outcome, refusal: str = "") -> None:
-        if not self.done.done():
-            self.refusal = refusal
-            self.done.set_result(outcome)
+        if self.outcome is not None:
+            return
+        self.outcome, self.refusal = outcome, refusal
+        if self.settled is not None:
+            self.settled(self)
+        if self._done is not None:
+            self._done.set_result(outcome)
+
+    @property
+    def done(self) -> "asyncio.Future[Outcome]":
+        """A future of the outcome, made on first use (most entries are settled through ``settled``)."""
+        if self._done is None:
+            self._done = asyncio.get_running_loop().create_future()
+            if self.outcome is not None:
+                self._done.set_result(self.outcome)
+        return self._done
 
 
 class InfluxUnavailableError(RuntimeError):

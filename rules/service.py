@@ -37,6 +37,7 @@ from rules.notify.outgoing import notifications
 from rules.notify.robots import HttpRobot
 from rules.settings import RulesSettings
 from runtime.health import HealthServer
+from runtime.mqtt5.packets import Publish
 from runtime.stream import StreamService
 from store.alert_copies import INFLUX_CHANNEL, MQTT_CHANNEL, open_grid_lines, open_lines
 from store.alerts import AlertStore, AlertView
@@ -240,9 +241,9 @@ class RulesService(StreamService):
         await self.checkpoints.put(self.estate.site.id, rebuild.PLATES_CHECKPOINT, self.engine.plates_snapshot())
 
     # -- messages --------------------------------------------------------------------------------
-    async def on_message(self, topic: str, payload: bytes, properties: dict[str, Any]) -> int:
+    async def on_message(self, message: Publish) -> int:
         await self._ready.wait()
-        changes = self.engine.process(topic, payload)
+        changes = self.engine.process(message.topic, message.payload)
         self.metrics.messages.inc()
         if changes:
             async with self._lock:  # changes reach the registry in the order the engine made them
@@ -306,7 +307,7 @@ class RulesService(StreamService):
         try:
             for item in due:
                 payload = json.dumps(item.message["payload"], ensure_ascii=False).encode()
-                # QoS 1 in a persistent session: gmqtt resends it after a reconnect until the broker acks.
+                # QoS 1 in a persistent session: the client resends it after a reconnect until the broker acks.
                 for topic in item.message.get("topics") or [item.message["topic"]]:
                     await self.publish(topic, payload)
         except Exception:
@@ -362,6 +363,6 @@ class RulesService(StreamService):
             connected_gauge=self.metrics.connected,
         )
 
-    def _on_connect(self, client: Any, session_present: int, rc: int, properties: Any) -> None:
-        super()._on_connect(client, session_present, rc, properties)
+    def _on_connect(self, session_present: bool) -> None:
+        super()._on_connect(session_present)
         self._outbox_wake.set()  # what waited in the outbox while we were away

@@ -1,46 +1,56 @@
-"""A service that consumes the device stream (ingest, rules): one gmqtt client in a persistent
-session that acknowledges a message only when its handler returns, QoS 1 publishing within a window
-of unacknowledged messages, and a drain that waits for the handlers in flight and their PUBACKs.
+"""A service that consumes the device stream (ingest, rules): one MQTT 5 client (runtime/mqtt5) in a
+persistent session, whose messages are acknowledged only once handled, QoS 1 publishing within a
+window of unacknowledged messages, and a drain that waits for the handlers in flight.
 
-A subclass connects with ``connect_stream`` in its ``open()`` and implements ``on_message``.
+A subclass connects with ``connect_stream`` in its ``open()`` and implements either ``on_message``
+(one message at a time: a task each, its PUBACK when it returns; the rules) or ``on_messages`` (a
+whole read's messages at once, acknowledged later through ``ack``; ingest's batches).
 """
 
 import asyncio
 import logging
-import random
+from collections.abc import Coroutine
 from typing import Any
 
-import gmqtt
 from prometheus_client import Gauge
 
 from devices.catalog import MAX_PAYLOAD_BYTES
-from runtime.mqtt import PublishWindow, connect, publish_qos1
+from runtime.mqtt5.client import MqttClient
+from runtime.mqtt5.packets import Publish
 from runtime.service import Service
 from runtime.settings import MqttTarget
 
-DISCONNECT_TIMEOUT_S = 5.0
+# Our own QoS 1 publishes in flight, at most; below any broker's Receive Maximum (Mosquitto's default
+# max_inflight_messages is 20).
+PUBLISH_WINDOW = 16
+# Sent when a handler fails to judge a message at all (a bug): "unspecified error" ends the delivery,
+# so a message the service cannot handle never wedges the session.
+UNSPECIFIED_ERROR = 0x80
 
 
 class StreamService(Service):
     def __init__(self, name: str, log: logging.Logger, drain_s: float) -> None:
         super().__init__(name, log, drain_s)
-        self.connected = False
-        self.online = asyncio.Event()
-        # Our own QoS 1 publishes in flight, at most; below any broker's Receive Maximum (Mosquitto's
-        # default max_inflight_messages is 20).
-        self.window = PublishWindow(16)
-        self._client: Any = None
-        self._client_id = ""
-        self._subscriptions: list[str] = []
+        self.client: MqttClient | None = None
         self._connected_gauge: Gauge | None = None
         self._closing: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._handling = 0
+        self._handlers: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
 
-    async def on_message(self, topic: str, payload: bytes, properties: dict[str, Any]) -> int:
-        """Handle one message; the PUBACK goes out with the returned reason code when this returns."""
+    @property
+    def connected(self) -> bool:
+        return self.client is not None and self.client.connected
+
+    async def on_message(self, message: Publish) -> int:
+        """Handle one message; its PUBACK goes out with the returned reason code when this returns."""
         raise NotImplementedError
+
+    def on_messages(self, messages: list[Publish], generation: int) -> None:
+        """The messages of one read from the broker, in order. By default each is handled by
+        ``on_message`` in a task of its own."""
+        for message in messages:
+            self.handle_alone(message, generation)
 
     async def connect_stream(
         self,
@@ -55,37 +65,25 @@ class StreamService(Service):
         own_filters: tuple[str, ...] = (),
     ) -> None:
         """``filters`` go through the share group when there is one; ``own_filters`` never do."""
-        client = gmqtt.Client(
-            client_id,
-            clean_session=False,
-            optimistic_acknowledgement=False,  # PUBACK when on_message returns, i.e. after the work
-            session_expiry_interval=session_expiry_s,
+        prefix = f"$share/{share_group}/" if share_group else ""
+        self._connected_gauge = connected_gauge
+        self.client = MqttClient(
+            target,
+            client_id=client_id,
+            subscriptions=[prefix + f for f in filters] + list(own_filters),
+            on_messages=self._received,
+            session_expiry_s=session_expiry_s,
             receive_maximum=receive_maximum,
             maximum_packet_size=MAX_PAYLOAD_BYTES + 4096,
-            logger=logging.getLogger(f"gmqtt.{self.name}"),
-            persistent_storage=self.window,
+            publish_window=PUBLISH_WINDOW,
+            on_connect=self._on_connect,
+            on_disconnect=self._on_disconnect,
+            log=self.log,
         )
-        # Back within a fraction of a second: Mosquitto 2.0 does not persist shared subscriptions, so
-        # after a broker restart nothing queues for the group until a consumer subscribes again.
-        client.set_config({"reconnect_retries": -1, "reconnect_delay": round(random.uniform(0.1, 0.3), 2)})
-        if target.username:
-            client.set_auth_credentials(target.username, target.password)
-        prefix = f"$share/{share_group}/" if share_group else ""
-        self._subscriptions = [prefix + f for f in filters] + list(own_filters)
-        self._connected_gauge = connected_gauge
-        self._client_id = client_id
-        client.on_message = self._dispatch
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        self._client = client
-        self.stack.push_async_callback(self._disconnect)
-        await connect(client, target, keepalive=30, log=self.log)
+        self.stack.push_async_callback(self._closed)
+        await self.stack.enter_async_context(self.client)
 
-    async def _disconnect(self) -> None:
-        try:
-            await asyncio.wait_for(self._client.disconnect(), DISCONNECT_TIMEOUT_S)
-        except (TimeoutError, OSError) as exc:  # gone already: the broker keeps the session all the same
-            self.log.warning("broker disconnect did not complete: %r", exc)
+    async def _closed(self) -> None:
         if not self._closing.done():
             self._closing.set_result(None)
 
@@ -94,49 +92,55 @@ class StreamService(Service):
         await self._closing
 
     async def publish(self, topic: str, payload: bytes) -> None:
-        """QoS 1, once connected and within the window; gmqtt resends it after a reconnect until acked."""
-        await self.online.wait()
-        await publish_qos1(self._client, self.window, topic, payload)
+        """QoS 1, once connected and within the window; sent again after a reconnect until acked."""
+        assert self.client is not None
+        await self.client.online.wait()
+        await self.client.publish(topic, payload)
+
+    def ack(self, generation: int, packet_ids: list[int], reason: int = 0) -> bool:
+        assert self.client is not None
+        return self.client.ack(generation, packet_ids, reason)
+
+    # -- messages ------------------------------------------------------------------------------------
+    def _received(self, messages: list[Publish], generation: int) -> None:
+        if self.accepting:  # else never acknowledged: the broker sends them again after a restart
+            self.on_messages(messages, generation)
+
+    def handle_alone(self, message: Publish, generation: int) -> None:
+        """``on_message`` in a task of its own; acknowledged (QoS 1) when it returns."""
+        self.handle_later(self._handle(message, generation))
+
+    def handle_later(self, job: Coroutine[Any, Any, None]) -> None:
+        """A message's handling that must wait (a registry read, a dead letter): ``handlers_done``
+        waits for it too."""
+        task = asyncio.get_running_loop().create_task(job)
+        self._handlers.add(task)
+        self._idle.clear()
+        task.add_done_callback(self._handled)
+
+    async def _handle(self, message: Publish, generation: int) -> None:
+        code = await self.on_message(message)
+        if message.qos:
+            self.ack(generation, [message.packet_id], code)
+
+    def _handled(self, task: asyncio.Task[None]) -> None:
+        self._handlers.discard(task)
+        if not self._handlers:
+            self._idle.set()
+        if not task.cancelled() and task.exception() is not None:
+            # on_message catches what it can; anything else is a bug that must still be seen.
+            self.log.error("message handler failed", exc_info=task.exception())
 
     async def handlers_done(self) -> None:
         """Every handler in flight has returned and its PUBACK is written."""
         await self._idle.wait()
-        # gmqtt writes a PUBACK from the handler task's done-callback, which runs one loop turn after
-        # the handler's last line (where ``_idle`` was set): one turn more and it has been written.
-        await asyncio.sleep(0)
 
-    async def _dispatch(self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> int:
-        if not self.accepting:
-            # Never acknowledged: the broker redelivers it after this service (or its session) returns.
-            await self.until_closed()
-            return 0
-        self._handling += 1
-        self._idle.clear()
-        try:
-            return await self.on_message(topic, payload, properties)
-        finally:
-            self._handling -= 1
-            if not self._handling:
-                self._idle.set()
-
-    def _on_connect(self, client: Any, session_present: int, rc: int, properties: Any) -> None:
-        self.connected = True
-        self.online.set()
+    def _on_connect(self, session_present: bool) -> None:
         if self._connected_gauge is not None:
             self._connected_gauge.set(1)
-        self.log.info(
-            "connected to the broker", extra={"session_present": bool(session_present), "client_id": self._client_id}
-        )
         if not session_present:
             self.log.info("new broker session: nothing was queued for this %s", self.name)
-        # On every connect, not once: Mosquitto 2.0.11 reports the session present after a restart
-        # but has not restored its shared subscriptions from the persistence file.
-        client.subscribe([gmqtt.Subscription(f, qos=1) for f in self._subscriptions])
 
-    def _on_disconnect(self, client: Any, packet: Any, exc: Any = None) -> None:
-        self.connected = False
-        self.online.clear()
+    def _on_disconnect(self) -> None:
         if self._connected_gauge is not None:
             self._connected_gauge.set(0)
-        if self.accepting:
-            self.log.warning("disconnected from the broker; reconnecting")

@@ -111,19 +111,36 @@ def bench_api(rate: float, seconds: float, json_out: Path | None, **values: Any)
     show_default=True,
     help="also drain the backlog with this share of bad messages from one device, e.g. 0.1",
 )
+@click.option(
+    "--peer",
+    type=click.Choice(["node-red"]),
+    default=None,
+    help="also drain the same backlog with this tool (node-red: Node-RED 4 from npm, cached after the first run)",
+)
+@click.option("--devices", "devices_n", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="smoke sensors the backlog comes from (the registry's first ones)")  # fmt: skip
+@click.option("--per-message", type=click.IntRange(2, 1000), default=100, show_default=True,
+              help="readings a message in the batched drain")  # fmt: skip
 @click.option("--json-out", type=click.Path(path_type=Path), default=None, help="also write the figures as JSON")
 @stack_options
 @setting("db_url")
+@setting("estate_file")
 def bench_ingest(
-    messages: int, latency_seconds: float, workers: int, poison_share: float, json_out: Path | None, **values: Any
-) -> None:
-    """Ingest's sustained rate, CPU, RSS and latency against raw Mosquitto and InfluxDB rates."""
+    messages: int, latency_seconds: float, workers: int, poison_share: float, peer: str | None, devices_n: int,
+    per_message: int, json_out: Path | None, **values: Any,
+) -> None:  # fmt: skip
+    """Ingest's backlog drain rate, CPU per message, RSS and latency against raw Mosquitto and InfluxDB
+    rates, and against Node-RED with --peer node-red."""
     from bench.ingest_bench import report, run, save
 
     settings = settings_from(values, Settings)
-    results = asyncio.run(
-        run(settings, messages, latency_seconds, workers, lambda line: click.echo(line, err=True), poison_share)
-    )
+    say = lambda line: click.echo(line, err=True)  # noqa: E731
+    try:
+        results = asyncio.run(
+            run(settings, messages, latency_seconds, workers, say, poison_share, peer, devices_n, per_message)
+        )
+    except RuntimeError as exc:  # a missing registry, Node-RED that will not install or start
+        fail(str(exc))
     click.echo(report(results))
     if json_out:
         save(results, json_out)

@@ -282,3 +282,33 @@ def test_a_worker_whose_task_dies_exits_non_zero(ingest_factory: Factory, tmp_pa
     assert worker.proc.wait(30) == 1
     log = worker.log.read_text()
     assert "registry-refresh failed" in log and "stopped because task registry-refresh failed" in log, log[-2000:]
+
+
+async def test_killed_after_the_store_before_its_pubacks_redelivery_overwrites(
+    broker: Broker, influxd: InfluxServer, influx_db: str, ingest_factory: Factory, small: Estate
+) -> None:
+    """Batches stored, their PUBACKs never reach the broker (cut on the way), the worker killed: the
+    broker sends every one of them again, and storing them again overwrites: nothing doubled."""
+    from tests.support.servers import PASSWORD
+    from tests.support.tcp_proxy import TcpProxy
+
+    proxy = TcpProxy(broker.port).start()
+    try:
+        via_proxy = ingest_factory("ingest-p", ESTATEWATCH_MQTT_URL=proxy.url("service", PASSWORD)).start()
+        proxy.cut_up()
+        sent = await simulate(small, broker, 5, speed=60, rate_scale=4)
+        wait_until_stored(influxd, influx_db, "small", sent)  # stored; acknowledged to no one
+        # Every message was settled and its PUBACK written: into the cut.
+        assert await eventually(lambda: via_proxy.metrics()["ingest_inflight_messages"] == 0)
+        acked = via_proxy.metrics()['ingest_acknowledged_total{outcome="stored"}']
+        assert acked > 0 and proxy.dropped_bytes >= 4 * acked
+        via_proxy.kill()
+        proxy.restore_up()
+        again = ingest_factory("ingest-p").start()  # the same session, straight to the broker
+        assert await eventually(lambda: again.metrics()["ingest_redeliveries_total"] >= acked, 30), (
+            f"{again.metrics()['ingest_redeliveries_total']} of {acked} redelivered"
+        )
+        assert await eventually(lambda: again.metrics()["ingest_inflight_messages"] == 0, 30)
+        wait_until_stored(influxd, influx_db, "small", sent)  # every seq once: overwritten, not doubled
+    finally:
+        proxy.stop()
