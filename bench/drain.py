@@ -23,6 +23,7 @@ from store.registry.db import DeviceInfo
 
 Message = tuple[str, bytes]
 POLL_S = 0.2  # count() costs InfluxDB CPU: the same, sparse, poll for every consumer
+DRAIN_TIMEOUT_S = 600.0
 
 
 @dataclass
@@ -67,6 +68,9 @@ class Consumer(Protocol):
 
     def stop(self) -> None: ...
 
+    def forget(self) -> None:
+        """End its persistent session at the broker."""
+
 
 async def stored_points(influx: Influx) -> int:
     """Every reading has a seq: the sum of count(seq) over the database's measurements."""
@@ -83,7 +87,7 @@ async def measure(
     before = [sample(p) for p in pids]
     started = time.perf_counter()
     try:
-        while time.perf_counter() - started < 600:
+        while time.perf_counter() - started < DRAIN_TIMEOUT_S:
             drain.stored = await stored_points(influx)
             if drain.stored >= drain.points:
                 break
@@ -92,6 +96,7 @@ async def measure(
         after = [sample(p) for p in pids]
     finally:
         consumer.stop()
+        consumer.forget()
     drain.cpu_s = sum(a.cpu_s - b.cpu_s for a, b in zip(after, before, strict=True))
     drain.peak_rss_mb = max(a.peak_rss_mb for a in after)
     drain.stored = await stored_points(influx)  # nothing more arrives later: what is there is final

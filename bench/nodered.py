@@ -61,23 +61,29 @@ def install(folder: Path, say: Say) -> Path:
     return red
 
 
+# autoUnsubscribe off: by default Node-RED unsubscribes when it stops, and an offline persistent
+# session then queues nothing. Ids with a prefix: Node-RED reads any property whose value equals a
+# node's id as a reference to that node (a join node with id "join" made a "circular config node
+# dependency").
 def flow(
     mqtt: MqttTarget, client_id: str, influx_host: str, influx_port: int, database: str
 ) -> list[dict[str, object]]:
     return [
-        {"id": "tab", "type": "tab", "label": "estatewatch bench"},
-        {"id": "broker", "type": "mqtt-broker", "name": "estate", "broker": mqtt.host, "port": str(mqtt.port),
+        {"id": "ew.tab", "type": "tab", "label": "estatewatch bench"},
+        {"id": "ew.broker", "type": "mqtt-broker", "name": "estate", "broker": mqtt.host, "port": str(mqtt.port),
          "clientid": client_id, "autoConnect": True, "usetls": False, "protocolVersion": "5", "keepalive": "30",
-         "cleansession": False, "sessionExpiry": "120", "birthTopic": "", "closeTopic": "", "willTopic": ""},
-        {"id": "in", "type": "mqtt in", "z": "tab", "topic": "estate/v1/+/smoke_sensor/+/telemetry", "qos": "1",
-         "datatype": "json", "broker": "broker", "nl": False, "rap": False, "rh": 0, "inputs": 0, "wires": [["fn"]]},
-        {"id": "fn", "type": "function", "z": "tab", "func": FUNCTION, "outputs": 1, "wires": [["join"]]},
-        {"id": "join", "type": "join", "z": "tab", "mode": "custom", "build": "array", "property": "payload",
+         "cleansession": False, "sessionExpiry": "120", "autoUnsubscribe": False, "birthTopic": "",
+         "closeTopic": "", "willTopic": ""},
+        {"id": "ew.in", "type": "mqtt in", "z": "ew.tab", "topic": "estate/v1/+/smoke_sensor/+/telemetry", "qos": "1",
+         "datatype": "json", "broker": "ew.broker", "nl": False, "rap": False, "rh": 0, "inputs": 0,
+         "wires": [["ew.fn"]]},
+        {"id": "ew.fn", "type": "function", "z": "ew.tab", "func": FUNCTION, "outputs": 1, "wires": [["ew.join"]]},
+        {"id": "ew.join", "type": "join", "z": "ew.tab", "mode": "custom", "build": "array", "property": "payload",
          "propertyType": "msg", "key": "topic", "joiner": "\\n", "joinerType": "str", "accumulate": False,
-         "timeout": "0.2", "count": "1000", "reduceRight": False, "wires": [["batch"]]},
-        {"id": "batch", "type": "influxdb batch", "z": "tab", "influxdb": "influx", "precision": "ms",
+         "timeout": "0.2", "count": "1000", "reduceRight": False, "wires": [["ew.batch"]]},
+        {"id": "ew.batch", "type": "influxdb batch", "z": "ew.tab", "influxdb": "ew.influx", "precision": "ms",
          "retentionPolicy": "", "wires": []},
-        {"id": "influx", "type": "influxdb", "hostname": influx_host, "port": str(influx_port), "protocol": "http",
+        {"id": "ew.influx", "type": "influxdb", "hostname": influx_host, "port": str(influx_port), "protocol": "http",
          "database": database, "name": "", "usetls": False, "influxdbVersion": "1.x"},
     ]  # fmt: skip
 
@@ -100,11 +106,12 @@ class NodeRed:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "settings.js").write_text(SETTINGS_JS % free_port())
         (folder / "flows.json").write_text(json.dumps(flow(mqtt, client_id, influx[0], influx[1], database)))
-        creds = {"broker": {"user": mqtt.username or "", "password": mqtt.password or ""}, "influx": {}}
+        creds = {"ew.broker": {"user": mqtt.username or "", "password": mqtt.password or ""}, "ew.influx": {}}
         (folder / "flows_cred.json").write_text(json.dumps(creds))
         tags = {f"{d.site}/{d.id}": {"building": d.building, "unit": d.unit, "zone": d.zone, "grid": d.grid}
                 for d in devices}  # fmt: skip
         (folder / "devices.json").write_text(json.dumps(tags))
+        self.client_id = client_id
         self.proc: subprocess.Popen[str] | None = None
         self.log: list[str] = []
 

@@ -1,5 +1,5 @@
-"""gmqtt clients: connecting (retry while the broker is unreachable, stop when it refuses), and QoS 1
-publishing within a window of unacknowledged messages."""
+"""gmqtt clients (the simulator's): connecting, retrying while the broker is unreachable, stopping
+when it refuses. The consuming services use runtime/mqtt5."""
 
 import asyncio
 import logging
@@ -8,15 +8,11 @@ import time
 from typing import Any
 
 from gmqtt.mqtt.handler import MQTTConnectError
-from gmqtt.storage import PersistentStorage
 
+from runtime.mqtt5.client import BrokerRefusedError
 from runtime.settings import MqttTarget
 
 RETRY_MAX_S = 15.0
-
-
-class BrokerRefusedError(ConnectionError):
-    """The broker answered and said no (bad credentials, not authorised): retrying will not help."""
 
 
 async def connect(
@@ -43,43 +39,3 @@ async def connect(
                 log.warning("broker %s unreachable (%s); retrying", target.url(), exc)
             await asyncio.sleep(delay * random.uniform(0.5, 1.5))
             delay = min(delay * 2, RETRY_MAX_S)
-
-
-class PublishWindow(PersistentStorage):  # type: ignore[misc]
-    """gmqtt's store of unacknowledged QoS 1 publishes, counting free slots: a publisher waits for a
-    slot instead of running into the broker's Receive Maximum, past which gmqtt's ``publish()``
-    raises OverflowError (and the message is lost to whoever did not expect it)."""
-
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-        self.free = asyncio.Semaphore(size)
-
-    def remove_message_by_mid(self, mid: int) -> None:
-        if mid in self._messages:
-            self.free.release()
-        super().remove_message_by_mid(mid)
-
-    def clear(self) -> None:
-        for _ in self._messages:
-            self.free.release()
-        super().clear()
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._messages)
-
-
-async def publish_qos1(client: Any, window: PublishWindow, topic: str, payload: bytes) -> None:
-    """Publish at QoS 1 within the window; gmqtt stores it and resends it after a reconnect until acked."""
-    await window.free.acquire()
-    try:
-        while True:
-            try:
-                client.publish(topic, payload, qos=1)
-                return
-            except OverflowError:  # gmqtt frees a packet id a moment after the PUBACK that freed the slot
-                await asyncio.sleep(0.001)
-    except BaseException:
-        window.free.release()  # not stored, so no PUBACK will free it
-        raise

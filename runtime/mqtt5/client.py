@@ -199,6 +199,8 @@ class MqttClient:
         # Our QoS 1 publishes until the broker's PUBACK: packet id -> (topic, payload).
         self._outgoing: dict[int, tuple[str, bytes]] = {}
         self._slots = asyncio.Semaphore(publish_window)
+        self._all_acked = asyncio.Event()
+        self._all_acked.set()
         self._next_id = 0
         self._subscribe_id = 0
 
@@ -316,6 +318,8 @@ class MqttClient:
         if kind == packets.PUBACK:
             if self._outgoing.pop(packet.packet_id, None) is not None:
                 self._slots.release()
+                if not self._outgoing:
+                    self._all_acked.set()
                 if packet.reason >= 0x80:
                     self.log.warning("the broker refused a publish (reason 0x%02x)", packet.reason)
         elif kind == packets.CONNACK:
@@ -388,6 +392,7 @@ class MqttClient:
         await self._slots.acquire()
         packet_id = self._packet_id()
         self._outgoing[packet_id] = (topic, payload)
+        self._all_acked.clear()
         if self._conn is not None and self._conn.generation:
             self._conn.write(packets.publish(topic, payload, qos=1, packet_id=packet_id))
 
@@ -396,6 +401,10 @@ class MqttClient:
             self._next_id = self._next_id % 0xFFFF + 1
             if self._next_id not in self._outgoing:
                 return self._next_id
+
+    async def all_acknowledged(self) -> None:
+        """Every publish so far has the broker's PUBACK."""
+        await self._all_acked.wait()
 
     @property
     def publishes_in_flight(self) -> int:
