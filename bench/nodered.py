@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from devices.topics import device_topic
+from devices.types import Channel, DeviceType
 from runtime.settings import MqttTarget
 from stack.procs import free_port
 from store.registry.db import DeviceInfo
@@ -21,6 +23,7 @@ from store.registry.db import DeviceInfo
 PACKAGES = ("node-red@4", "node-red-contrib-influxdb@0.7")
 READY_TIMEOUT_S = 90.0
 Say = Callable[[str], None]
+SUBSCRIPTION = device_topic("+", DeviceType.SMOKE_SENSOR, "+", Channel.TELEMETRY)
 
 FUNCTION = """
 const d = msg.payload;
@@ -74,7 +77,7 @@ def flow(
          "clientid": client_id, "autoConnect": True, "usetls": False, "protocolVersion": "5", "keepalive": "30",
          "cleansession": False, "sessionExpiry": "120", "autoUnsubscribe": False, "birthTopic": "",
          "closeTopic": "", "willTopic": ""},
-        {"id": "ew.in", "type": "mqtt in", "z": "ew.tab", "topic": "estate/v1/+/smoke_sensor/+/telemetry", "qos": "1",
+        {"id": "ew.in", "type": "mqtt in", "z": "ew.tab", "topic": SUBSCRIPTION, "qos": "1",
          "datatype": "json", "broker": "ew.broker", "nl": False, "rap": False, "rh": 0, "inputs": 0,
          "wires": [["ew.fn"]]},
         {"id": "ew.fn", "type": "function", "z": "ew.tab", "func": FUNCTION, "outputs": 1, "wires": [["ew.join"]]},

@@ -48,11 +48,13 @@ class BrokerRefusedError(ConnectionError):
     """The broker answered and said no (bad credentials, not authorised): retrying will not help."""
 
 
+# The names as the MQTT 5 specification (3.2.2.2) spells them, as paho and Mosquitto print them.
 CONNACK_REASONS = {
-    0x80: "unspecified error", 0x81: "malformed packet", 0x82: "protocol error", 0x84: "unsupported protocol",
-    0x85: "client identifier not valid", 0x86: "bad user name or password", 0x87: "not authorized",
-    0x88: "server unavailable", 0x89: "server busy", 0x8A: "banned", 0x95: "packet too large",
-    0x97: "quota exceeded", 0x9F: "connection rate exceeded",
+    0x80: "Unspecified error", 0x81: "Malformed Packet", 0x82: "Protocol Error",
+    0x84: "Unsupported Protocol Version", 0x85: "Client Identifier not valid", 0x86: "Bad User Name or Password",
+    0x87: "Not authorized", 0x88: "Server unavailable", 0x89: "Server busy", 0x8A: "Banned",
+    0x8C: "Bad authentication method", 0x95: "Packet too large", 0x97: "Quota exceeded",
+    0x9F: "Connection rate exceeded",
 }  # fmt: skip
 
 
