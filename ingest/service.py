@@ -304,10 +304,14 @@ class IngestService(StreamService):
         self.metrics.ack_seconds.observe(time.perf_counter() - entry.received)
 
     async def _refused(self, entry: MessageEntry) -> None:
-        t = parse_topic(entry.topic)
-        refused = Refused("influx_refused", entry.refusal, t, registered=True)
         try:
+            refused = Refused("influx_refused", entry.refusal, parse_topic(entry.topic), registered=True)
             await self._reject(Letter(entry.topic, entry.head, entry.size), refused.reason, refused.detail, refused)
+        except Exception:  # as in on_message: a bug in ingest must not leave the message unacknowledged
+            self.metrics.handler_errors.inc()
+            log.exception("could not dead-letter a message InfluxDB refused; acknowledging it as an error")
+            self.ack(entry.generation, [entry.packet_id], UNSPECIFIED_ERROR)
+            return
         finally:
             self._inflight -= 1
         self.acks.add(entry.generation, entry.packet_id, "rejected")
