@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.ingest_bench import IngestWorker, fresh_database
+from bench.consumers import IngestWorker, fresh_database
 from bench.publisher import publish, smoke_messages
 from devices.catalog import MAX_PAYLOAD_BYTES
 from devices.estate import load_estate

@@ -13,25 +13,21 @@ of the broker and InfluxDB, and optionally against Node-RED, all measured in one
 
 import asyncio
 import json
-import os
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from bench.drain import Consumer, Drain, Message, estate, measure, smoke, smoke_reading
+from bench.consumers import IngestPool, NodeRedPeer, forget_sessions, fresh_database, mosq_cmd, worker_pool
+from bench.drain import Consumer, Drain, Message, estate, measure, smoke
 from bench.publisher import Publisher, publish, smoke_messages
-from devices.topics import ROOT, device_topic
+from devices.topics import ROOT
 from devices.types import Channel
 from runtime.settings import Settings, parse_mqtt_url
 from stack.local import LocalStack
-from stack.procs import free_port
 from store.influx import Influx
 from store.registry.db import DeviceInfo, Registry
 
@@ -76,27 +72,12 @@ class Results:
         return out
 
 
-def forget_sessions(stack: LocalStack, client_ids: list[str]) -> None:
-    """End a finished step's persistent sessions: a clean-start connect under each client id. Left
-    alone, they keep collecting copies of every later step's messages, and Mosquitto writes them all
-    to its persistence file at every autosave, stalling delivery for seconds (measured: 2.7 s every
-    10 s in the latency step)."""
-    for client_id in client_ids:
-        subprocess.run(_mosq(["mosquitto_sub", "-V", "mqttv5", "-i", client_id, "-t", f"{ROOT}/_bench/none", "-E"],
-                             stack), capture_output=True, check=False, timeout=30)  # fmt: skip
-
-
-def _mosq(args: list[str], stack: LocalStack, user: str = "ingest") -> list[str]:
-    mqtt = stack.settings.mqtt
-    return [*args, "-h", mqtt.host, "-p", str(mqtt.port), "-u", user, "-P", stack.credentials()[user]]
-
-
 async def broker_drain(stack: LocalStack, count: int, say: Say) -> float:
     topic = f"{ROOT}/_bench/drain"  # outside every device subscription: the broker alone is measured
     session = ["mosquitto_sub", "-V", "mqttv5", "-c", "-x", "600", "-i", "bench-drain", "-q", "1", "-t", topic]
     # Create the session, then leave it offline while the queue fills.
     await asyncio.to_thread(
-        subprocess.run, _mosq([*session, "-C", "1", "-W", "1"], stack), capture_output=True, check=False
+        subprocess.run, mosq_cmd([*session, "-C", "1", "-W", "1"], stack), capture_output=True, check=False
     )
     payload = b'{"ts":1764590400000,"seq":1,"state":"normal","smoke_obscuration_pct":0.2,"temp_c":21.5}'
     target = parse_mqtt_url(stack.mqtt_url("ingest"))
@@ -104,14 +85,17 @@ async def broker_drain(stack: LocalStack, count: int, say: Say) -> float:
     say(f"  {count:,} messages queued for mosquitto_sub; draining")
     started = time.perf_counter()
     await asyncio.to_thread(
-        subprocess.run, _mosq([*session, "-C", str(count)], stack), stdout=subprocess.DEVNULL, check=True, timeout=600
+        subprocess.run,
+        mosq_cmd([*session, "-C", str(count)], stack),
+        stdout=subprocess.DEVNULL,
+        check=True,
+        timeout=600,
     )
     return count / (time.perf_counter() - started)
 
 
 async def influx_write(settings: Settings, devices: list[DeviceInfo], count: int, batch: int, writers: int) -> float:
     from devices.catalog import parse_payload
-    from devices.types import Channel
     from ingest.lines import encode
 
     db = "estate_bench_raw"
@@ -138,136 +122,6 @@ async def influx_write(settings: Settings, devices: list[DeviceInfo], count: int
         elapsed = time.perf_counter() - started
         await influx.query(f'DROP DATABASE "{db}"', write=True)
     return count / elapsed
-
-
-class IngestWorker:
-    """An ingest process whose session and share group belong to this run alone: an offline member
-    of a shared group keeps taking its share of the stream until its session expires."""
-
-    def __init__(self, stack: LocalStack, database: str, name: str, group: str | None = None, index: int = 0) -> None:
-        self.port = free_port()
-        run = f"{name}-{os.getpid()}-{int(time.time())}"
-        self.env = {
-            **os.environ,
-            **stack.service_env("ingest"),
-            "ESTATEWATCH_INFLUX_DATABASE": database,
-            "ESTATEWATCH_INGEST_CLIENT_ID": f"{run}-{index}",
-            "ESTATEWATCH_INGEST_METRICS_PORT": str(self.port),
-            "ESTATEWATCH_INGEST_SHARE_GROUP": group or run,
-            "ESTATEWATCH_INGEST_SESSION_EXPIRY_S": "120",
-            "ESTATEWATCH_INGEST_COMPLETENESS_S": "0",
-            "ESTATEWATCH_LOG_FORMAT": "text",
-            "ESTATEWATCH_LOG_LEVEL": "WARNING",
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "estatewatch", "ingest"], env=self.env)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("bench ingest worker did not become healthy")
-
-    def written(self) -> float:
-        text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text
-        for line in text.splitlines():
-            if line.startswith("ingest_points_written_total "):
-                return float(line.split()[1])
-        return 0.0
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(60)
-
-
-async def fresh_database(settings: Settings, db: str) -> None:
-    async with Influx(settings.influx_url, db) as influx:
-        await influx.query(f'DROP DATABASE "{db}"', write=True)
-        await influx.create_database()
-
-
-def worker_pool(stack: LocalStack, db: str, name: str, workers: int) -> list[IngestWorker]:
-    """Workers sharing one group of their own."""
-    group = f"{name}-{os.getpid()}-{time.time():.0f}"
-    return [IngestWorker(stack, db, name, group=group, index=i) for i in range(workers)]
-
-
-class IngestPool:
-    """``workers`` ingest processes sharing a group of their own (a Consumer for bench.drain)."""
-
-    def __init__(self, stack: LocalStack, db: str, name: str, workers: int) -> None:
-        self.pool = worker_pool(stack, db, name, workers)
-        self.stack = stack
-
-    def prepare(self) -> None:
-        for w in self.pool:
-            w.start()  # creates the persistent session and its shared subscription
-            w.stop()
-
-    def start(self) -> list[int]:
-        for w in self.pool:
-            w.start()
-        return [w.proc.pid for w in self.pool if w.proc is not None]
-
-    def stop(self) -> None:
-        for w in self.pool:
-            w.stop()
-
-    def forget(self) -> None:
-        forget_sessions(self.stack, [w.env["ESTATEWATCH_INGEST_CLIENT_ID"] for w in self.pool])
-
-
-class NodeRedPeer:
-    def __init__(self, stack: LocalStack, db: str, devices: list[DeviceInfo], say: Say) -> None:
-        from bench import nodered
-
-        red = nodered.install(nodered.cache_dir(), say)
-        influx = httpx.URL(stack.settings.influx_url)
-        run = f"bench-nodered-{os.getpid()}-{int(time.time())}"
-        self.peer = nodered.NodeRed(
-            red, stack.settings.run_dir / "bench" / run, parse_mqtt_url(stack.mqtt_url("ingest")),
-            (influx.host, influx.port or 8086), db, devices, run,
-        )  # fmt: skip
-        self.stack, self.db, self.marker = stack, db, devices[0]
-
-    def prepare(self) -> None:
-        """Node-RED says "connected" before its mqtt-in node has subscribed: a marker reading through
-        the flow shows the session has its subscription before it goes offline; the marker is deleted."""
-        self.peer.start()
-        topic = device_topic(self.marker.site, self.marker.type, self.marker.id, Channel.TELEMETRY)
-        marker = json.dumps(smoke_reading(int(time.time() * 1000), 0))
-        influx = self.stack.settings.influx_url
-        try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                subprocess.run(_mosq(["mosquitto_pub", "-q", "1", "-t", topic, "-m", marker], self.stack, "simulator"),
-                               check=True, capture_output=True)  # fmt: skip
-                for _ in range(10):
-                    found = httpx.get(
-                        f"{influx}/query", params={"db": self.db, "q": "SELECT count(seq) FROM smoke_sensor"}
-                    )
-                    if found.json()["results"][0].get("series"):
-                        return
-                    time.sleep(0.1)
-            raise RuntimeError("Node-RED's flow stored nothing in 60 s:\n" + "\n".join(self.peer.log[-20:]))
-        finally:
-            self.peer.stop()
-            httpx.post(f"{influx}/query", data={"db": self.db, "q": "DROP SERIES FROM smoke_sensor"})
-
-    def start(self) -> list[int]:
-        return [self.peer.start()]
-
-    def stop(self) -> None:
-        self.peer.stop()
-
-    def forget(self) -> None:
-        forget_sessions(self.stack, [self.peer.client_id])
 
 
 async def backlog_drain(
